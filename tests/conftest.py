@@ -1,0 +1,18 @@
+"""Pytest setup: the opt-in slow tier."""
+
+import os
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow") or os.environ.get("TFRS_MM_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow tier: run with --runslow or TFRS_MM_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
