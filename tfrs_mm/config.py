@@ -1,0 +1,258 @@
+"""Typed, frozen configuration for every stage, loaded from YAML and `--set` overrides.
+
+A `Config` has one section per stage (data, model, train, index, export,
+serving). Each field's default carries a one-line reason. Resolution order:
+preset → YAML file → `--set section.field=value` overrides; the resolved config
+is saved next to every artifact (`save_config`) so a run can be reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import yaml
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Preprocessing: validation, filtering, splitting and item embedding."""
+
+    split: Literal["random", "leave-last-out", "temporal", "cold-item"] = "random"
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # RecBole's per-user 8:1:1
+    cold_item_fraction: float = 0.2  # share of items held out, all their interactions to test
+    min_user_interactions: int = 5  # users with fewer cannot fill train, valid and test
+    min_item_interactions: int = 1  # keep every item seen at least once
+    rating_threshold: float | None = None  # e.g. 3.0 keeps ratings >= 3 as positives
+    history_length: int = 20  # recent items kept per example for the query tower
+    text_encoder: str = "bundled://all-minilm-l6-v2"  # a TF Hub, Kaggle or local SavedModel handle also works
+    image_encoder: str = "bundled://efficientnet-lite0"
+    audio_encoder: str = "bundled://musicnn"
+    text_max_tokens: int = 128  # MiniLM cost grows fast past 128 word pieces
+    image_size: int = 128  # our posters fit in 128 px; 224 costs 3x for little gain
+    audio_seconds: float = 3.0  # one musicnn patch
+    embed_batch_size: int = 32  # RunInference batch: amortises the call without big memory
+    seed: int = 42
+    pseudonymize_users: bool = False  # keyed-hash user ids before anything is written
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Retrieval towers and the ranker."""
+
+    embedding_dim: int = 64  # output of both towers
+    id_embedding_dim: int = 32
+    num_oov_buckets: int = 1  # cold items share an OOV id and lean on content
+    modalities: tuple[str, ...] = ("text", "image", "audio")
+    fusion: Literal["concat", "gated", "attention"] = "gated"
+    modality_dropout: float = 0.1  # teaches the tower to cope with a missing modality
+    history_pooling: Literal["mean", "attention"] = "attention"
+    temperature: float = 0.05  # sharpens the in-batch softmax over cosine scores
+    logq_correction: bool = True  # corrects the popularity bias of in-batch negatives
+    remove_accidental_hits: bool = True
+    cross_replica_negatives: bool = True  # under MirroredStrategy, negatives from every replica
+    ranker_dim: int = 64
+    ranker_heads: int = 4
+    ranker_mlp: tuple[int, ...] = (128, 64)
+    ranking_loss: Literal["pointwise", "listwise"] = "listwise"
+    ranking_negatives: int = 9
+    hard_negative_fraction: float = 0.5  # rest are popularity-sampled
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, distribution and checkpointing."""
+
+    batch_size: int = 256  # per step, global across replicas
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    num_logical_devices: int = 0  # >1 splits the CPU into logical devices for MirroredStrategy
+    shuffle_buffer: int = 10_000
+    cache_dataset: bool = True  # cache parsed examples when they fit in memory
+    checkpoint_every_steps: int = 200
+    warm_start_from: str = ""  # workdir of an earlier run to initialise from
+    seed: int = 42
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+    """ScaNN index construction and tuning."""
+
+    k: int = 100  # candidates retrieved per query
+    recall_target: float = 0.95  # recall@k against exact search the tuner must reach
+    exact_below: int = 20_000  # brute force is fast enough for smaller catalogs
+    num_leaves: int = 0  # 0 chooses about sqrt(n)
+    num_leaves_to_search: int = 0  # 0 lets the tuner choose
+    reorder_k: int = 0  # 0 chooses 4 * k
+    tune_queries: int = 1_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """SavedModels in TF Serving's layout."""
+
+    retrieval_k: int = 100  # candidates handed to the ranker
+    final_k: int = 10  # items the recommender returns
+    warmup_requests: int = 4  # records in assets.extra/tf_serving_warmup_requests
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """The local TF-Serving-compatible REST server."""
+
+    host: str = "127.0.0.1"  # loopback unless exposed on purpose
+    rest_api_port: int = 8501  # TF Serving's REST port
+    max_request_bytes: int = 10 * 1024 * 1024  # bigger bodies get 413
+    file_system_poll_wait_seconds: float = 1.0  # TF Serving's default
+    custom_ops: tuple[str, ...] = ()  # e.g. ("scann",) to allow ScaNN exports
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run needs; `preset` records where the defaults came from."""
+
+    preset: str = "default"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    index: IndexConfig = IndexConfig()
+    export: ExportConfig = ExportConfig()
+    serving: ServingConfig = ServingConfig()
+
+
+SECTIONS: tuple[str, ...] = ("data", "model", "train", "index", "export", "serving")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML-friendly dict (tuples become lists)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def from_dict(data: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Builds a `Config` from nested dicts on top of `base`, checking every key and type.
+
+    Raises:
+        ValueError: on an unknown section or field, or a value of the wrong type.
+    """
+    config = base or Config()
+    for section, values in data.items():
+        if section == "preset":
+            config = dataclasses.replace(config, preset=_coerce(str, values, "preset"))
+            continue
+        if section not in SECTIONS:
+            raise ValueError(f"unknown config section {section!r}; sections are {list(SECTIONS)}")
+        if not isinstance(values, Mapping):
+            raise ValueError(f"config section {section!r} must be a mapping, got {values!r}")
+        for key, value in values.items():
+            config = _replace_field(config, section, key, value)
+    return config
+
+
+def _replace_field(config: Config, section: str, key: str, value: Any) -> Config:
+    current = getattr(config, section)
+    hints = typing.get_type_hints(type(current))
+    if key not in hints:
+        fields = sorted(hints)
+        raise ValueError(f"unknown config field {section}.{key}; fields of {section!r} are {fields}")
+    new_section = dataclasses.replace(current, **{key: _coerce(hints[key], value, f"{section}.{key}")})
+    return dataclasses.replace(config, **{section: new_section})
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """Checks `value` against a type hint, converting lists to tuples and ints to floats."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where) for v in value)
+        if len(value) != len(args):
+            raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads "3e-4" (no dot) as a string; accept any float literal.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, float) and isinstance(value, bool):
+        raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}")
+    if not isinstance(value, hint):
+        raise ValueError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
+    """Applies `section.field=value` strings; values are parsed as YAML (`[1, 2]`, `true`, `3e-4`).
+
+    Raises:
+        ValueError: on a malformed override, unknown field or wrong type.
+    """
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        section, dot, field = key.strip().partition(".")
+        if not sep or not dot or not field:
+            raise ValueError(f"override {override!r} must look like section.field=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {override!r}: value is not valid YAML: {e}") from e
+        config = from_dict({section: {field: value}}, base=config)
+    return config
+
+
+def load_config(path: str | None = None, preset: str | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Resolves a config: preset, then the YAML file at `path`, then `overrides`.
+
+    The preset comes from the `preset` argument, else the file's `preset:` key,
+    else `default`.
+    """
+    from tfrs_mm.presets import get_preset
+
+    file_data: dict[str, Any] = {}
+    if path:
+        with open(path, encoding="utf-8") as f:
+            file_data = yaml.safe_load(f) or {}
+        if not isinstance(file_data, dict):
+            raise ValueError(f"{path}: a config file must be a YAML mapping")
+    name = preset or file_data.get("preset") or "default"
+    config = from_dict(file_data, base=get_preset(name))
+    config = dataclasses.replace(config, preset=name)
+    return apply_overrides(config, overrides)
+
+
+def save_config(config: Config, directory: str, file_name: str = CONFIG_FILE) -> str:
+    """Writes the resolved config as YAML into `directory`; returns the path."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, file_name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("# Resolved tfrs_mm config: reload with `--config` to reproduce this run.\n")
+        yaml.safe_dump(to_dict(config), f, sort_keys=False)
+    return path
