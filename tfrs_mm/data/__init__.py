@@ -1,0 +1,1 @@
+"""Raw datasets: the format, the sample generator, loaders and validation."""
