@@ -198,6 +198,8 @@ def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -
 
 
 def _format_field(value: Any) -> str:
+    if type(value) is str:  # the common case, checked first: loaders write millions of fields
+        return value
     if value is None:
         return ""
     if isinstance(value, (float, np.floating)):
