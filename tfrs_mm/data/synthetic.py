@@ -195,16 +195,25 @@ def generate_sample(out: str, spec: SampleSpec = SampleSpec(), overwrite: bool =
         ((user_id(x.user), item_id(x.item), x.timestamp, x.rating) for x in interactions),
     )
     _write_truth(out, latents, interactions)
+    info = _dataset_info(spec, has, len(cold), len(interactions))
+    # The timing note is for people; keep dataset.json byte-identical across runs.
+    raw.write_info(info, out)
+    return dataclasses.replace(info, notes=(*info.notes, f"generated in {time.perf_counter() - start:.1f} s"))
+
+
+def _dataset_info(
+    spec: SampleSpec, has: dict[str, np.ndarray], cold: int, interactions: int
+) -> raw.RawDatasetInfo:
     counts = {
         "items": spec.num_items,
         "users": spec.num_users,
-        "interactions": len(interactions),
+        "interactions": interactions,
         "items_with_image": int(has["image"].sum()),
         "items_with_audio": int(has["audio"].sum()),
         "items_with_description": int(has["description"].sum()),
-        "cold_items": len(cold),
+        "cold_items": cold,
     }
-    info = raw.RawDatasetInfo(
+    return raw.RawDatasetInfo(
         name=SAMPLE_NAME,
         source=f"tfrs_mm sample generator, {dataclasses.asdict(spec)}",
         user_columns=(raw.ColumnDecl("age", "numeric"), raw.ColumnDecl("gender", "categorical")),
@@ -212,12 +221,8 @@ def generate_sample(out: str, spec: SampleSpec = SampleSpec(), overwrite: bool =
         notes=(
             f"{TRUTH_DIR}/ holds the generator's ground truth (latents, what drove each choice); "
             "it is not model input.",
-            f"generated in {time.perf_counter() - start:.1f} s",
         ),
     )
-    # The timing note is for people; keep dataset.json byte-identical across runs.
-    raw.write_info(dataclasses.replace(info, notes=info.notes[:1]), out)
-    return info
 
 
 def _prepare_output(out: str, overwrite: bool) -> None:

@@ -1,0 +1,201 @@
+"""`tfrs-mm`: one entry point whose subcommands map to the stages of DESIGN.md §4.
+
+This module only parses arguments and prints; each subcommand calls a library
+function. Stages that are not built yet are listed (so `--help` shows the
+whole product) and exit with status 2 and a clear message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from tfrs_mm import __version__
+
+EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE = 0, 1, 2
+
+# Subcommands whose stage has not landed yet, and the issue that builds it.
+_NOT_BUILT = {
+    "preprocess": (3, "Beam preprocessing jobs (validate, embed, split into TFRecords)"),
+    "train": (4, "training (retrieval in issue #4, the ranker in issue #5)"),
+    "evaluate": (4, "full-ranking evaluation"),
+    "index": (6, "the ScaNN index"),
+    "export": (6, "SavedModel export in TF Serving's layout"),
+    "serve": (6, "the TF-Serving-compatible REST server"),
+    "query": (6, "the REST client"),
+}
+
+
+def _help(command: str, text: str) -> str:
+    if command in _NOT_BUILT:
+        return f"{text} [not built yet: issue #{_NOT_BUILT[command][0]}]"
+    return text
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (sections: data, model, train, ...)")
+    parser.add_argument("--preset", help="named preset: default, demo, movielens, lastfm")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config field, e.g. --set train.batch_size=512 (repeatable)",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfrs-mm", description="Multimodal recommender stack on TensorFlow."
+    )
+    parser.add_argument("--version", action="version", version=f"tfrs-mm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data_commands(sub)
+    _add_model_commands(sub)
+    _add_serving_commands(sub)
+    p = sub.add_parser("demo", help="the whole pipeline on a generated sample catalog")
+    p.add_argument("--out", default="tfrs_mm_demo", help="working directory for the demo")
+    return parser
+
+
+def _add_data_commands(sub) -> None:
+    p = sub.add_parser("generate-sample", help="write a synthetic raw catalog with real images and audio")
+    p.add_argument("--out", required=True, help="output raw dataset directory")
+    p.add_argument("--items", type=int, default=1000)
+    p.add_argument("--users", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--audio-seconds", type=float, default=3.0)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier sample catalog in --out")
+
+    from tfrs_mm.data.loaders import DATASETS
+
+    p = sub.add_parser("load-dataset", help="convert a public dataset into the raw format")
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("--source", required=True, help="the dataset folder, or the folder holding it")
+    p.add_argument("--out", required=True, help="output raw dataset directory")
+    p.add_argument("--allow-count-mismatch", action="store_true", help="write even if counts differ")
+
+    p = sub.add_parser("validate", help="check a raw dataset; exit 1 and list every problem")
+    p.add_argument("raw", help="raw dataset directory")
+    p.add_argument("--quiet-warnings", action="store_true", help="list errors only")
+
+    p = sub.add_parser(
+        "preprocess", help=_help("preprocess", "Beam jobs: raw dataset -> TFRecords + manifest")
+    )
+    p.add_argument("--raw", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", choices=["random", "leave-last-out", "temporal", "cold-item"])
+    _add_config_flags(p)
+
+
+def _add_model_commands(sub) -> None:
+    p = sub.add_parser("train", help=_help("train", "train the retrieval or ranking model"))
+    p.add_argument("model", choices=["retrieval", "ranking"])
+    p.add_argument("--data", required=True)
+    p.add_argument("--workdir", required=True)
+    _add_config_flags(p)
+
+    p = sub.add_parser("evaluate", help=_help("evaluate", "full-ranking metrics, report and plots"))
+    p.add_argument("--data", required=True)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--report")
+
+    p = sub.add_parser("index", help=_help("index", "build and tune the ScaNN index"))
+    p.add_argument("--data", required=True)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--recall-target", type=float, default=0.95)
+
+
+def _add_serving_commands(sub) -> None:
+    p = sub.add_parser("export", help=_help("export", "write SavedModels in TF Serving's layout"))
+    p.add_argument("--data", required=True)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", default="saved_models")
+
+    p = sub.add_parser("serve", help=_help("serve", "serve exports over TF Serving's REST API"))
+    p.add_argument("--model_config_file", required=True)
+    p.add_argument("--rest_api_port", type=int, default=8501)
+    p.add_argument("--host", default="127.0.0.1")
+
+    p = sub.add_parser("query", help=_help("query", "ask a running server for recommendations"))
+    p.add_argument("--url", required=True)
+    p.add_argument("--model", default="recommender")
+    p.add_argument("--user", required=True)
+    p.add_argument("--history", default="")
+    p.add_argument("--k", type=int, default=10)
+
+
+def _generate_sample(args: argparse.Namespace) -> int:
+    from tfrs_mm.data.synthetic import SampleSpec, generate_sample
+
+    spec = SampleSpec(
+        num_items=args.items, num_users=args.users, seed=args.seed, audio_seconds=args.audio_seconds
+    )
+    info = generate_sample(args.out, spec, overwrite=args.overwrite)
+    print(f"wrote sample catalog to {args.out}: " + ", ".join(f"{k} {v:,}" for k, v in info.counts.items()))
+    print(info.notes[-1])
+    return EXIT_OK
+
+
+def _load_dataset(args: argparse.Namespace) -> int:
+    from tfrs_mm.data.loaders import format_report, load_dataset
+
+    info = load_dataset(args.dataset, args.source, args.out, allow_count_mismatch=args.allow_count_mismatch)
+    print(format_report(info))
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from tfrs_mm.data.validate import validate_raw
+
+    report = validate_raw(args.raw)
+    shown = report.errors if args.quiet_warnings else report.problems
+    for problem in shown:
+        print(problem)
+    print(report.summary())
+    return EXIT_OK if report.ok else EXIT_INVALID
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tfrs_mm.demo import run_demo
+
+    return run_demo(args.out)
+
+
+def _not_built(args: argparse.Namespace) -> int:
+    issue, what = _NOT_BUILT[args.command]
+    print(
+        f"tfrs-mm {args.command}: {what} is not built yet (tracked in issue #{issue}). "
+        "The stages available now are generate-sample, load-dataset, validate and demo.",
+        file=sys.stderr,
+    )
+    return EXIT_UNAVAILABLE
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "generate-sample": _generate_sample,
+    "load-dataset": _load_dataset,
+    "validate": _validate,
+    "demo": _demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one subcommand; returns the process exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ info logs off the console
+    parser = build_parser()
+    # Beam pipeline options (--runner, --direct_num_workers, ...) pass through to preprocess.
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and args.command != "preprocess":
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    args.beam_args = beam_args
+    handler = _HANDLERS.get(args.command, _not_built)
+    try:
+        return handler(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        # Bad input is the user's to fix: say what and where, without a traceback.
+        print(f"tfrs-mm {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())
