@@ -31,7 +31,7 @@ install-dev: $(VENV)/.installed-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade "pip>=24" "setuptools>=68" wheel
+	$(PIP) install --quiet --upgrade "pip>=24" "setuptools>=68,<81" wheel
 
 # Stamps re-run the install whenever the requirements change.
 $(VENV)/.installed: $(BIN)/python setup.py constraints.txt requirements/base.txt requirements/encoders.txt

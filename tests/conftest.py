@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+import tfrs_mm  # noqa: F401  (selects tf-keras before any test module touches tf.keras)
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")

@@ -63,3 +63,47 @@ def write_raw(
         data = content if isinstance(content, bytes) else content.encode("utf-8")
         (root / name).write_bytes(data)
     return root
+
+
+FAKE_DIMS = {"text": 8, "image": 3, "audio": 4}
+
+
+def export_fake_encoders(directory: Path) -> dict[str, tuple[str, int]]:
+    """Tiny SavedModel encoders with the real encoders' interface, for fast pipeline tests.
+
+    text: [B] strings → [B, 8] hashed bag of words; image: [B] encoded bytes → [B, 3]
+    mean RGB; audio: [B, T] waveform → [B, 4] summary statistics. Returns
+    {modality: (path, dim)}.
+    """
+    import tensorflow as tf
+
+    class Text(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def __call__(self, text):
+            words = tf.strings.split(tf.strings.lower(text))
+            buckets = tf.strings.to_hash_bucket_fast(words, FAKE_DIMS["text"])
+            counts = tf.math.bincount(tf.cast(buckets, tf.int32), minlength=8, maxlength=8, axis=-1)
+            return tf.math.l2_normalize(tf.cast(counts, tf.float32) + 1e-3, axis=-1)
+
+    class Image(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def __call__(self, image_bytes):
+            def one(data):
+                pixels = tf.io.decode_image(data, channels=3, expand_animations=False)
+                return tf.reduce_mean(tf.cast(pixels, tf.float32), axis=[0, 1]) / 255.0
+
+            return tf.map_fn(one, image_bytes, fn_output_signature=tf.float32)
+
+    class Audio(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+        def __call__(self, waveform):
+            stats = [tf.reduce_mean(waveform, 1), tf.math.reduce_std(waveform, 1)]
+            stats += [tf.reduce_max(waveform, 1), tf.reduce_min(waveform, 1)]
+            return tf.stack(stats, axis=1)
+
+    paths = {}
+    for name, module in (("text", Text()), ("image", Image()), ("audio", Audio())):
+        path = str(directory / f"fake_{name}")
+        tf.saved_model.save(module, path, signatures={"serving_default": module.__call__})
+        paths[name] = (path, FAKE_DIMS[name])
+    return paths

@@ -49,3 +49,6 @@ def _silence_tensorflow_io_plugin_warnings() -> None:
     # nothing we call needs the missing libraries.
     for message in (r"unable to load libtensorflow_io_plugins\.so", r"file system plugins are not loaded"):
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    # tensorflow-hub 0.16.1 (its last release) imports pkg_resources; setuptools is pinned
+    # below 81 so it still exists, and the deprecation notice is not ours to act on.
+    warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated", category=UserWarning)

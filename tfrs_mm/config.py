@@ -9,7 +9,6 @@ is saved next to every artifact (`save_config`) so a run can be reproduced.
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -249,10 +248,12 @@ def load_config(path: str | None = None, preset: str | None = None, overrides: S
 
 
 def save_config(config: Config, directory: str, file_name: str = CONFIG_FILE) -> str:
-    """Writes the resolved config as YAML into `directory`; returns the path."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, file_name)
-    with open(path, "w", encoding="utf-8") as f:
+    """Writes the resolved config as YAML into `directory` (local or URI); returns the path."""
+    from tfrs_mm import fileio
+
+    fileio.makedirs(directory)
+    path = fileio.join(directory, file_name)
+    with fileio.open_file(path, "w") as f:
         f.write("# Resolved tfrs_mm config: reload with `--config` to reproduce this run.\n")
         yaml.safe_dump(to_dict(config), f, sort_keys=False)
     return path

@@ -240,7 +240,16 @@ def read_embeddings(raw_dir: str, record: PrecomputedEmbedding) -> tuple[np.ndar
 
 
 class MediaPathError(ValueError):
-    """A media path in a raw dataset that must not be read."""
+    """A media path in a raw dataset that cannot or must not be read.
+
+    Attributes:
+        reason: `refused path` (absolute, or leads outside the dataset root) or
+            `missing file` (absent, not a regular file, or empty).
+    """
+
+    def __init__(self, message: str, reason: str = "refused path"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def resolve_media_path(raw_dir: str, value: str) -> str:
@@ -266,9 +275,9 @@ def resolve_media_path(raw_dir: str, value: str) -> str:
     if os.path.commonpath([root, full]) != root:
         raise MediaPathError(f"path {value!r} resolves outside the dataset root (through a symlink)")
     if not os.path.exists(full):
-        raise MediaPathError(f"file {value!r} not found")
+        raise MediaPathError(f"file {value!r} not found", "missing file")
     if not os.path.isfile(full):
-        raise MediaPathError(f"{value!r} is not a regular file")
+        raise MediaPathError(f"{value!r} is not a regular file", "missing file")
     if os.path.getsize(full) == 0:
-        raise MediaPathError(f"file {value!r} is empty")
+        raise MediaPathError(f"file {value!r} is empty", "missing file")
     return full

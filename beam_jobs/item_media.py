@@ -1,0 +1,183 @@
+"""Reading and decoding item media safely: images as checked bytes, audio as 16 kHz waveforms.
+
+A corrupt or missing file never drops its item: the item is written without
+that modality (presence mask 0) and the file goes to the dead letters.
+Nothing outside the dataset root is read (see `raw.resolve_media_path`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import apache_beam as beam
+import numpy as np
+
+from beam_jobs.dead_letters import DEAD_LETTER, DeadLetter
+from beam_jobs.item_records import ItemRecord
+from tfrs_mm import fileio
+from tfrs_mm.data import raw
+
+MAX_MEDIA_BYTES = 64 << 20  # bigger files are almost certainly not catalog media
+TARGET_RATE = 16_000  # musicnn's sample rate
+REMOTE_SCHEMES = ("gs://", "s3://", "hdfs://", "azfs://")
+
+
+def media_uri(raw_dir: str, value: str) -> str:
+    """Where to read a media file named in the catalog, refusing anything outside the dataset root.
+
+    Raises:
+        raw.MediaPathError: if the path escapes the root, is absolute, or does not exist (local).
+    """
+    if "://" in value:
+        if value.startswith(REMOTE_SCHEMES):
+            return value
+        raise raw.MediaPathError(f"URI {value!r}: only {', '.join(REMOTE_SCHEMES)} media URIs are read")
+    if fileio.is_uri(raw_dir):
+        parts = value.replace("\\", "/").split("/")
+        if value.startswith("/") or ".." in parts:
+            raise raw.MediaPathError(f"path {value!r} points outside the dataset root")
+        return fileio.join(raw_dir, value)
+    return raw.resolve_media_path(raw_dir, value)
+
+
+def read_media(uri: str) -> bytes:
+    """All bytes of a media file (local or remote), refusing oversized ones."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(uri, mime_type="application/octet-stream", compression_type="uncompressed") as f:
+        data = f.read(MAX_MEDIA_BYTES + 1)
+    if len(data) > MAX_MEDIA_BYTES:
+        raise ValueError(f"larger than {MAX_MEDIA_BYTES >> 20} MiB")
+    if not data:
+        raise ValueError("empty file")
+    return data
+
+
+class _MediaFn(beam.DoFn):
+    """Shared path checks and dead letters for one media column."""
+
+    modality = ""
+
+    def __init__(self, raw_dir: str):
+        self.raw_dir = raw_dir
+
+    def letter(self, item: ItemRecord, reason: str, detail: str) -> beam.pvalue.TaggedOutput:
+        path = getattr(item, self.modality)
+        row = {"item_id": item.item_id, self.modality: path}
+        letter = DeadLetter(f"items.{self.modality}", reason, detail, item.file, item.line, row)
+        return beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
+
+    def read(self, item: ItemRecord) -> tuple[bytes | None, beam.pvalue.TaggedOutput | None]:
+        try:
+            uri = media_uri(self.raw_dir, getattr(item, self.modality))
+        except raw.MediaPathError as e:
+            return None, self.letter(item, e.reason, str(e))
+        try:
+            return read_media(uri), None
+        except (OSError, ValueError) as e:
+            return None, self.letter(item, "unreadable file", str(e))
+
+
+class ReadImageFn(_MediaFn):
+    """ItemRecord with an image → (item_id, encoded bytes) after a full trial decode."""
+
+    modality = "image"
+
+    def process(self, item: ItemRecord) -> Iterator:
+        data, letter = self.read(item)
+        if letter is not None:
+            yield letter
+            return
+        import tensorflow as tf
+
+        try:
+            # Decode exactly as the image encoder will, so a batch never fails in the model.
+            pixels = tf.io.decode_image(data, channels=3, expand_animations=False)
+            if min(pixels.shape[:2]) < 1:
+                raise ValueError("image has no pixels")
+        except (tf.errors.OpError, ValueError) as e:
+            yield self.letter(item, "corrupt image", _first_line(e))
+            return
+        yield item.item_id, data
+
+
+class DecodeAudioFn(_MediaFn):
+    """ItemRecord with audio → (item_id, [seconds * 16000] float32 mono waveform).
+
+    WAV (16-bit PCM) decodes with core `tf.audio.decode_wav`; other formats
+    (other WAV encodings, FLAC, OGG, MP3) with soundfile. Clips are mixed to
+    mono, resampled to 16 kHz, then tiled (short clips) or centre-cropped to
+    a fixed length, so batches stack and every clip fills whole 3 s patches.
+    """
+
+    modality = "audio"
+
+    def __init__(self, raw_dir: str, seconds: float):
+        super().__init__(raw_dir)
+        self.seconds = seconds
+
+    def process(self, item: ItemRecord) -> Iterator:
+        data, letter = self.read(item)
+        if letter is not None:
+            yield letter
+            return
+        try:
+            waveform, rate = decode_audio(data)
+        except ValueError as e:
+            yield self.letter(item, "undecodable audio", _first_line(e))
+            return
+        yield item.item_id, fit_length(resample(waveform, rate, TARGET_RATE), int(self.seconds * TARGET_RATE))
+
+
+def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
+    """Encoded audio → ([n] float32 mono in [-1, 1], sample rate). Raises ValueError if undecodable."""
+    if data[:4] == b"RIFF":
+        import tensorflow as tf
+
+        try:
+            audio, rate = tf.audio.decode_wav(data)
+            return _mono(audio.numpy()), int(rate)
+        except tf.errors.OpError:
+            pass  # not 16-bit PCM: soundfile reads the other WAV encodings
+    try:
+        import soundfile
+
+        audio, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises its own LibsndfileError and RuntimeError types
+        raise ValueError(f"not a decodable audio file ({e})") from e
+    return _mono(audio), int(rate)
+
+
+def _mono(audio: np.ndarray) -> np.ndarray:
+    if audio.ndim != 2 or audio.shape[0] == 0:
+        raise ValueError("no audio samples")
+    mono = audio.mean(axis=1).astype(np.float32)
+    if not np.all(np.isfinite(mono)):
+        raise ValueError("audio holds NaN or infinite samples")
+    return mono
+
+
+def resample(waveform: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Band-limited (FFT) resampling of a mono waveform to `target` Hz."""
+    if rate == target:
+        return waveform
+    n_out = max(1, round(len(waveform) * target / rate))
+    spectrum = np.fft.rfft(waveform)
+    bins = n_out // 2 + 1
+    spectrum = spectrum[:bins] if len(spectrum) >= bins else np.pad(spectrum, (0, bins - len(spectrum)))
+    return (np.fft.irfft(spectrum, n_out) * (n_out / len(waveform))).astype(np.float32)
+
+
+def fit_length(waveform: np.ndarray, length: int) -> np.ndarray:
+    """Tiles a short clip or centre-crops a long one to exactly `length` samples."""
+    if len(waveform) < length:
+        waveform = np.tile(waveform, -(-length // len(waveform)))
+        return waveform[:length]
+    start = (len(waveform) - length) // 2
+    return waveform[start : start + length]
+
+
+def _first_line(error: Exception) -> str:
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__
