@@ -24,6 +24,21 @@ def _to_vector(element) -> tuple[str, np.ndarray]:
     return key, np.asarray(prediction.inference, dtype=np.float32).reshape(-1)
 
 
+class EncoderModelHandler(TFModelHandlerTensor):
+    """`TFModelHandlerTensor` that registers the TF Text ops before loading.
+
+    Text SavedModels (ours and most on TF Hub) use TF Text tokenizer ops, which
+    a fresh worker process has not registered; loading would fail with
+    "Op type not registered".
+    """
+
+    def load_model(self):
+        from tfrs_mm.encoders import register_text_ops
+
+        register_text_ops(required=False)
+        return super().load_model()
+
+
 class EmbedWithEncoder(beam.PTransform):
     """(item_id, raw input) → (item_id, [dim] float32), batched through a SavedModel encoder.
 
@@ -40,7 +55,7 @@ class EmbedWithEncoder(beam.PTransform):
 
     def expand(self, keyed_inputs):
         handler = KeyedModelHandler(
-            TFModelHandlerTensor(model_uri=self.model_path, min_batch_size=1, max_batch_size=self.batch_size)
+            EncoderModelHandler(model_uri=self.model_path, min_batch_size=1, max_batch_size=self.batch_size)
         )
         return (
             keyed_inputs
