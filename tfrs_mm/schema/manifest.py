@@ -56,16 +56,22 @@ class VocabularyRecord:
 
 @dataclasses.dataclass(frozen=True)
 class StageCount:
-    """Records into and out of one pipeline stage: input = written + dead-lettered."""
+    """Records into and out of one pipeline stage: input = written + dead-lettered + filtered.
+
+    Dead letters are inputs that could not be used (kept with their reason in
+    `dead_letter/`); filtered ones were usable but excluded on purpose by a
+    configured rule (rating threshold, minimum interactions), counted by reason.
+    """
 
     stage: str
     input: int
     written: int
     dead_lettered: int
+    filtered: int = 0
 
     @property
     def balanced(self) -> bool:
-        return self.input == self.written + self.dead_lettered
+        return self.input == self.written + self.dead_lettered + self.filtered
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +114,7 @@ class Manifest:
         """Inconsistencies a reader must not accept; empty when the manifest is sound."""
         problems = [
             f"stage {c.stage!r}: input {c.input} != written {c.written} + dead-lettered {c.dead_lettered}"
+            f" + filtered {c.filtered}"
             for c in self.stage_counts
             if not c.balanced
         ]
