@@ -25,18 +25,26 @@ def _to_vector(element) -> tuple[str, np.ndarray]:
 
 
 class EncoderModelHandler(TFModelHandlerTensor):
-    """`TFModelHandlerTensor` that registers the TF Text ops before loading.
+    """`TFModelHandlerTensor` for raw-input encoder SavedModels (see `tfrs_mm.encoders`).
 
-    Text SavedModels (ours and most on TF Hub) use TF Text tokenizer ops, which
-    a fresh worker process has not registered; loading would fail with
-    "Op type not registered".
+    It loads with `tf.saved_model.load` rather than Keras (the encoders are
+    plain `tf.Module`s), and registers the TF Text ops first: text SavedModels
+    (ours and most on TF Hub) use TF Text tokenizer ops, which a fresh worker
+    process has not registered, so loading would fail with "Op type not registered".
     """
 
+    def __init__(self, model_uri: str, **kwargs):
+        super().__init__(model_uri=model_uri, **kwargs)
+        self.encoder_uri = model_uri
+
     def load_model(self):
+        import tensorflow as tf
+        import tensorflow_hub as hub
+
         from tfrs_mm.encoders import register_text_ops
 
         register_text_ops(required=False)
-        return super().load_model()
+        return tf.saved_model.load(hub.resolve(self.encoder_uri))
 
 
 class EmbedWithEncoder(beam.PTransform):

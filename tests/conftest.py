@@ -18,3 +18,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def encoder_cache(tmp_path_factory):
+    """One encoder cache per test session: each bundled encoder is exported at most once."""
+    return str(tmp_path_factory.mktemp("encoder_cache"))

@@ -1,5 +1,6 @@
 """The `tfrs-mm` command line: every subcommand of DESIGN.md §4, clear exits, the demo."""
 
+import os
 import subprocess
 import sys
 
@@ -37,7 +38,6 @@ def test_help_lists_every_subcommand():
 @pytest.mark.parametrize(
     "argv",
     [
-        ["preprocess", "--raw", "r", "--out", "d", "--runner=DirectRunner"],
         ["train", "retrieval", "--data", "d", "--workdir", "w", "--set", "train.epochs=1"],
         ["train", "ranking", "--data", "d", "--workdir", "w"],
         ["evaluate", "--data", "d", "--workdir", "w", "--report", "r"],
@@ -78,14 +78,17 @@ def test_load_dataset_with_missing_source_is_a_clear_error(tmp_path, capsys):
     assert "error:" in err and "Traceback" not in err
 
 
-def test_demo_prints_the_sample_summary(tmp_path):
+def test_demo_runs_every_built_stage(tmp_path, encoder_cache):
     result = subprocess.run(
         [sys.executable, "-m", "tfrs_mm.cli", "demo", "--out", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
+        env={**os.environ, "TFRS_MM_CACHE": encoder_cache},
     )
     assert result.returncode == 0, result.stderr
     assert "OK: 0 errors" in result.stdout
     assert "sample catalog summary" in result.stdout and "genres" in result.stdout
-    assert (tmp_path / "demo" / "config.yaml").exists()
+    assert "items                        400        400" in result.stdout
+    assert (tmp_path / "demo" / "data" / "manifest.json").exists()
+    assert (tmp_path / "demo" / "data" / "config.yaml").exists()

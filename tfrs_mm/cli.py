@@ -12,13 +12,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from beam_jobs.options import add_config_arguments, add_preprocess_arguments
 from tfrs_mm import __version__
 
 EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE = 0, 1, 2
 
 # Subcommands whose stage has not landed yet, and the issue that builds it.
 _NOT_BUILT = {
-    "preprocess": (3, "Beam preprocessing jobs (validate, embed, split into TFRecords)"),
     "train": (4, "training (retrieval in issue #4, the ranker in issue #5)"),
     "evaluate": (4, "full-ranking evaluation"),
     "index": (6, "the ScaNN index"),
@@ -32,15 +32,6 @@ def _help(command: str, text: str) -> str:
     if command in _NOT_BUILT:
         return f"{text} [not built yet: issue #{_NOT_BUILT[command][0]}]"
     return text
-
-
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config file (sections: data, model, train, ...)")
-    parser.add_argument("--preset", help="named preset: default, demo, movielens, lastfm")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override one config field, e.g. --set train.batch_size=512 (repeatable)",
-    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,13 +69,8 @@ def _add_data_commands(sub) -> None:
     p.add_argument("raw", help="raw dataset directory")
     p.add_argument("--quiet-warnings", action="store_true", help="list errors only")
 
-    p = sub.add_parser(
-        "preprocess", help=_help("preprocess", "Beam jobs: raw dataset -> TFRecords + manifest")
-    )
-    p.add_argument("--raw", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--split", choices=["random", "leave-last-out", "temporal", "cold-item"])
-    _add_config_flags(p)
+    p = sub.add_parser("preprocess", help="Beam jobs: raw dataset -> embedded TFRecords + manifest")
+    add_preprocess_arguments(p)
 
 
 def _add_model_commands(sub) -> None:
@@ -92,7 +78,7 @@ def _add_model_commands(sub) -> None:
     p.add_argument("model", choices=["retrieval", "ranking"])
     p.add_argument("--data", required=True)
     p.add_argument("--workdir", required=True)
-    _add_config_flags(p)
+    add_config_arguments(p)
 
     p = sub.add_parser("evaluate", help=_help("evaluate", "full-ranking metrics, report and plots"))
     p.add_argument("--data", required=True)
@@ -155,6 +141,16 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_INVALID
 
 
+def _preprocess(args: argparse.Namespace) -> int:
+    import logging
+
+    from beam_jobs.preprocess import run_from_args
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    print(run_from_args(args, args.beam_args).summary())
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from tfrs_mm.demo import run_demo
 
@@ -165,7 +161,7 @@ def _not_built(args: argparse.Namespace) -> int:
     issue, what = _NOT_BUILT[args.command]
     print(
         f"tfrs-mm {args.command}: {what} is not built yet (tracked in issue #{issue}). "
-        "The stages available now are generate-sample, load-dataset, validate and demo.",
+        "The stages available now are generate-sample, load-dataset, validate, preprocess and demo.",
         file=sys.stderr,
     )
     return EXIT_UNAVAILABLE
@@ -175,6 +171,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "generate-sample": _generate_sample,
     "load-dataset": _load_dataset,
     "validate": _validate,
+    "preprocess": _preprocess,
     "demo": _demo,
 }
 

@@ -1,7 +1,8 @@
 """`tfrs-mm demo`: the whole pipeline, as far as it is built, on a generated sample catalog.
 
 Each stage's issue extends `run_demo` with that stage. Today: generate the
-sample catalog, validate it, summarise it, and save the resolved config.
+sample catalog, validate and summarise it, then run the Beam preprocessing
+jobs (pretrained encoders, split, manifest) on it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from tfrs_mm.data.validate import validate_raw
 
 DEMO_SPEC = SampleSpec(num_items=400, num_users=300, seed=0)  # small enough for minutes end to end
 NEXT_STAGES = (
-    "preprocess (Beam + pretrained encoders)  -- issue 3",
     "train retrieval (two-tower TFRS)         -- issue 4",
     "train ranking (cross-attention)          -- issue 5",
     "index, export, serve                     -- issue 6",
@@ -30,11 +30,11 @@ def run_demo(out: str, spec: SampleSpec = DEMO_SPEC) -> int:
     """Runs the available stages into `out` and prints what each produced; returns an exit status."""
     raw_dir = os.path.join(out, "raw")
     overwrite = os.path.isdir(raw_dir) and raw.read_info(raw_dir).name == SAMPLE_NAME
-    print(f"[1/3] generate-sample --out {raw_dir} --items {spec.num_items} --users {spec.num_users}")
+    print(f"[1/4] generate-sample --out {raw_dir} --items {spec.num_items} --users {spec.num_users}")
     info = generate_sample(raw_dir, spec, overwrite=overwrite)
     print(f"      {info.notes[-1]}")
 
-    print(f"[2/3] validate {raw_dir}")
+    print(f"[2/4] validate {raw_dir}")
     report = validate_raw(raw_dir)
     print("      " + report.summary().replace("\n", "\n      "))
     if not report.ok:
@@ -42,10 +42,17 @@ def run_demo(out: str, spec: SampleSpec = DEMO_SPEC) -> int:
             print(f"      {problem}")
         return 1
 
-    print("[3/3] sample catalog summary")
+    print("[3/4] sample catalog summary")
     print(catalog_summary(raw_dir))
-    config_path = config_lib.save_config(config_lib.load_config(preset="demo"), out)
-    print(f"\nresolved demo config: {config_path}")
+
+    data_dir = os.path.join(out, "data")
+    config = config_lib.load_config(preset="demo")
+    print(f"[4/4] preprocess --raw {raw_dir} --out {data_dir} --preset demo --runner=DirectRunner")
+    from beam_jobs.preprocess import preprocess
+
+    result = preprocess(raw_dir, data_dir, config, beam_args=["--runner=DirectRunner"])
+    print("      " + result.summary().replace("\n", "\n      "))
+    print(f"\nmanifest: {os.path.join(data_dir, 'manifest.json')}; resolved config: {data_dir}/config.yaml")
     print("not built yet: " + "\n               ".join(NEXT_STAGES))
     return 0
 

@@ -160,15 +160,17 @@ def write_info(info: RawDatasetInfo, raw_dir: str) -> str:
 
 
 def read_info(raw_dir: str) -> RawDatasetInfo:
-    """Reads `dataset.json`, or returns the defaults when the file is absent.
+    """Reads `dataset.json` (local path or URI), or returns the defaults when the file is absent.
 
     Raises:
         ValueError: if the file exists but is not valid JSON or has unknown keys.
     """
-    path = os.path.join(raw_dir, INFO_FILE)
-    if not os.path.exists(path):
+    from tfrs_mm import fileio
+
+    path = fileio.join(raw_dir, INFO_FILE)
+    if not fileio.exists(path):
         return RawDatasetInfo()
-    with open(path, encoding="utf-8") as f:
+    with fileio.open_file(path) as f:
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:
