@@ -13,8 +13,9 @@ NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_executes(path: Path, tmp_path, monkeypatch):
+def test_notebook_executes(path: Path, tmp_path, monkeypatch, encoder_cache):
     monkeypatch.setenv("TFRS_MM_NOTEBOOK_DIR", str(tmp_path))
+    monkeypatch.setenv("TFRS_MM_CACHE", encoder_cache)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(
