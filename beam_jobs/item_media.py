@@ -55,51 +55,60 @@ def read_media(uri: str) -> bytes:
 
 
 class _MediaFn(beam.DoFn):
-    """Shared path checks and dead letters for one media column."""
+    """ItemRecord → (item_id, decoded media); path checks, reads and dead letters are shared.
+
+    Subclasses set `modality` and `failure` (the dead-letter reason when
+    decoding fails) and implement `decode(data)`, raising ValueError.
+    """
 
     modality = ""
+    failure = ""
 
     def __init__(self, raw_dir: str):
         self.raw_dir = raw_dir
 
+    def process(self, item: ItemRecord) -> Iterator:
+        try:
+            data = read_media(media_uri(self.raw_dir, getattr(item, self.modality)))
+        except raw.MediaPathError as e:
+            yield self.letter(item, e.reason, str(e))
+            return
+        except (OSError, ValueError) as e:
+            yield self.letter(item, "unreadable file", str(e))
+            return
+        try:
+            decoded = self.decode(data)
+        except ValueError as e:
+            yield self.letter(item, self.failure, _first_line(e))
+            return
+        yield item.item_id, decoded
+
+    def decode(self, data: bytes):
+        raise NotImplementedError
+
     def letter(self, item: ItemRecord, reason: str, detail: str) -> beam.pvalue.TaggedOutput:
-        path = getattr(item, self.modality)
-        row = {"item_id": item.item_id, self.modality: path}
+        row = {"item_id": item.item_id, self.modality: getattr(item, self.modality)}
         letter = DeadLetter(f"items.{self.modality}", reason, detail, item.file, item.line, row)
         return beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
-
-    def read(self, item: ItemRecord) -> tuple[bytes | None, beam.pvalue.TaggedOutput | None]:
-        try:
-            uri = media_uri(self.raw_dir, getattr(item, self.modality))
-        except raw.MediaPathError as e:
-            return None, self.letter(item, e.reason, str(e))
-        try:
-            return read_media(uri), None
-        except (OSError, ValueError) as e:
-            return None, self.letter(item, "unreadable file", str(e))
 
 
 class ReadImageFn(_MediaFn):
     """ItemRecord with an image → (item_id, encoded bytes) after a full trial decode."""
 
     modality = "image"
+    failure = "corrupt image"
 
-    def process(self, item: ItemRecord) -> Iterator:
-        data, letter = self.read(item)
-        if letter is not None:
-            yield letter
-            return
+    def decode(self, data: bytes) -> bytes:
         import tensorflow as tf
 
         try:
             # Decode exactly as the image encoder will, so a batch never fails in the model.
             pixels = tf.io.decode_image(data, channels=3, expand_animations=False)
-            if min(pixels.shape[:2]) < 1:
-                raise ValueError("image has no pixels")
-        except (tf.errors.OpError, ValueError) as e:
-            yield self.letter(item, "corrupt image", _first_line(e))
-            return
-        yield item.item_id, data
+        except tf.errors.OpError as e:
+            raise ValueError(e.message) from e
+        if min(pixels.shape[:2]) < 1:
+            raise ValueError("image has no pixels")
+        return data
 
 
 class DecodeAudioFn(_MediaFn):
@@ -112,22 +121,15 @@ class DecodeAudioFn(_MediaFn):
     """
 
     modality = "audio"
+    failure = "undecodable audio"
 
     def __init__(self, raw_dir: str, seconds: float):
         super().__init__(raw_dir)
         self.seconds = seconds
 
-    def process(self, item: ItemRecord) -> Iterator:
-        data, letter = self.read(item)
-        if letter is not None:
-            yield letter
-            return
-        try:
-            waveform, rate = decode_audio(data)
-        except ValueError as e:
-            yield self.letter(item, "undecodable audio", _first_line(e))
-            return
-        yield item.item_id, fit_length(resample(waveform, rate, TARGET_RATE), int(self.seconds * TARGET_RATE))
+    def decode(self, data: bytes) -> np.ndarray:
+        waveform, rate = decode_audio(data)
+        return fit_length(resample(waveform, rate, TARGET_RATE), int(self.seconds * TARGET_RATE))
 
 
 def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
