@@ -24,3 +24,17 @@ def pytest_collection_modifyitems(config, items):
 def encoder_cache(tmp_path_factory):
     """One encoder cache per test session: each bundled encoder is exported at most once."""
     return str(tmp_path_factory.mktemp("encoder_cache"))
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory, encoder_cache):
+    """A preprocessed sample catalog (real encoders, demo preset): `<root>/raw` and `<root>/data`."""
+    from tfrs_mm import cli
+    from tfrs_mm.data.synthetic import SampleSpec, generate_sample
+
+    root = tmp_path_factory.mktemp("sample")
+    generate_sample(str(root / "raw"), SampleSpec(num_items=120, num_users=80, seed=5))
+    argv = ["preprocess", "--raw", str(root / "raw"), "--out", str(root / "data")]
+    argv += ["--model-cache", encoder_cache, "--preset", "demo", "--runner=DirectRunner"]
+    assert cli.main(argv) == 0
+    return root

@@ -35,14 +35,6 @@ def dead_letters(data_dir):
     return letters
 
 
-@pytest.fixture(scope="module")
-def sample_dataset(tmp_path_factory, encoder_cache):
-    root = tmp_path_factory.mktemp("sample")
-    generate_sample(str(root / "raw"), SampleSpec(num_items=120, num_users=80, seed=5))
-    assert run_preprocess(root / "raw", root / "data", encoder_cache, "--preset", "demo") == 0
-    return root
-
-
 def test_manifest_describes_what_was_written(sample_dataset):
     manifest = schema.read_manifest(str(sample_dataset / "data"))
     assert manifest.embedding_dims == {"text": 384, "image": 1280, "audio": 200}

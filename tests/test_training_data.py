@@ -1,0 +1,34 @@
+"""Reading a preprocessed dataset directory for training."""
+
+import numpy as np
+
+from tfrs_mm import schema
+from tfrs_mm.training import interaction_dataset, read_item_frequencies, read_item_records, read_vocabulary
+
+
+def test_item_records_are_complete_and_sorted(sample_dataset):
+    data = str(sample_dataset / "data")
+    manifest = schema.read_manifest(data)
+    items = read_item_records(data, manifest)
+    assert list(items["item_id"]) == sorted(read_vocabulary(data, manifest, "item_id"))
+    for modality, dim in manifest.embedding_dims.items():
+        assert items[f"{modality}_embedding"].shape == (120, dim)
+        assert set(np.unique(items[f"{modality}_present"])) <= {0, 1}
+
+
+def test_item_frequencies_sum_to_the_train_split(sample_dataset):
+    data = str(sample_dataset / "data")
+    manifest = schema.read_manifest(data)
+    frequencies = read_item_frequencies(data, manifest)
+    assert sum(frequencies.values()) == manifest.split.counts["train"]
+    assert set(frequencies) == set(read_vocabulary(data, manifest, "item_id"))
+
+
+def test_interaction_dataset_batches_every_example_once(sample_dataset):
+    data = str(sample_dataset / "data")
+    manifest = schema.read_manifest(data)
+    seen = 0
+    for batch in interaction_dataset(data, manifest, "valid", batch_size=32):
+        assert batch["history"].shape[1:] == manifest.interaction_features[2].shape
+        seen += int(batch["item_id"].shape[0])
+    assert seen == manifest.split.counts["valid"]

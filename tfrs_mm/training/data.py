@@ -1,0 +1,95 @@
+"""Reading a dataset directory for training: the item table, vocabularies and tf.data pipelines.
+
+Everything is located through `manifest.json`, so the trainer reads exactly
+what the Beam jobs wrote, with the same feature specs.
+"""
+
+from __future__ import annotations
+
+import glob
+
+import numpy as np
+
+from tfrs_mm import fileio, schema
+from tfrs_mm.schema import features as F
+
+
+def _files(data_dir: str, pattern: str) -> list[str]:
+    path = fileio.join(data_dir, pattern)
+    if fileio.is_uri(path):
+        import tensorflow as tf
+
+        return sorted(tf.io.gfile.glob(path))
+    return sorted(glob.glob(path))
+
+
+def read_item_records(data_dir: str, manifest: schema.Manifest) -> dict[str, np.ndarray]:
+    """All item records as arrays: `item_id` [N] str, `{m}_embedding` [N, d_m], `{m}_present` [N]."""
+    import tensorflow as tf
+
+    files = _files(data_dir, manifest.files["items"])
+    if not files:
+        raise FileNotFoundError(f"no item records match {manifest.files['items']} in {data_dir}")
+    specs = [s for s in manifest.item_features if not s.varlen]
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096)
+    parts: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
+    for batch in dataset:
+        parsed = tf.io.parse_example(batch, schema.parsing_spec(specs))
+        for name in parts:
+            parts[name].append(parsed[name].numpy())
+    arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    order = np.argsort(arrays[F.ITEM_ID])  # shards arrive in any order: sort by id for determinism
+    arrays = {name: values[order] for name, values in arrays.items()}
+    arrays[F.ITEM_ID] = np.array([i.decode("utf-8") for i in arrays[F.ITEM_ID]], dtype=object)
+    return arrays
+
+
+def read_item_frequencies(data_dir: str, manifest: schema.Manifest) -> dict[str, int]:
+    """Train interaction count per item (0 for items never seen in train), for logQ correction."""
+    counts = {}
+    with fileio.open_file(fileio.join(data_dir, manifest.item_frequencies)) as f:
+        for line in f:
+            if line.strip():
+                item, count = line.rstrip("\n").split("\t")
+                counts[item] = int(count)
+    return counts
+
+
+def read_vocabulary(data_dir: str, manifest: schema.Manifest, name: str) -> list[str]:
+    """Tokens of a manifest vocabulary, in file order."""
+    with fileio.open_file(fileio.join(data_dir, manifest.vocabulary(name).file)) as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def interaction_dataset(
+    data_dir: str,
+    manifest: schema.Manifest,
+    split: str,
+    batch_size: int,
+    *,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    cache: bool = False,
+    repeat: bool = False,
+):
+    """A batched `tf.data.Dataset` of {user_id [B], item_id [B], history [B, H], ...} for one split.
+
+    Parsing is parallel and the pipeline prefetches; `cache` keeps parsed
+    examples in memory after the first epoch (for datasets that fit).
+    """
+    import tensorflow as tf
+
+    files = _files(data_dir, manifest.files[split])
+    if not files:
+        raise FileNotFoundError(f"no {split} records match {manifest.files[split]} in {data_dir}")
+    spec = schema.parsing_spec(manifest.interaction_features)
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
+    if cache:
+        dataset = dataset.cache()
+    if shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=False)
+    dataset = dataset.map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
