@@ -38,9 +38,7 @@ def test_help_lists_every_subcommand():
 @pytest.mark.parametrize(
     "argv",
     [
-        ["train", "retrieval", "--data", "d", "--workdir", "w", "--set", "train.epochs=1"],
         ["train", "ranking", "--data", "d", "--workdir", "w"],
-        ["evaluate", "--data", "d", "--workdir", "w", "--report", "r"],
         ["index", "--data", "d", "--workdir", "w", "--recall-target", "0.9"],
         ["export", "--data", "d", "--workdir", "w", "--out", "saved_models"],
         ["serve", "--model_config_file", "m", "--rest_api_port", "8501"],

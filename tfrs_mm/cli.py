@@ -19,8 +19,7 @@ EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE = 0, 1, 2
 
 # Subcommands whose stage has not landed yet, and the issue that builds it.
 _NOT_BUILT = {
-    "train": (4, "training (retrieval in issue #4, the ranker in issue #5)"),
-    "evaluate": (4, "full-ranking evaluation"),
+    "train ranking": (5, "the cross-attention ranker"),
     "index": (6, "the ScaNN index"),
     "export": (6, "SavedModel export in TF Serving's layout"),
     "serve": (6, "the TF-Serving-compatible REST server"),
@@ -74,13 +73,13 @@ def _add_data_commands(sub) -> None:
 
 
 def _add_model_commands(sub) -> None:
-    p = sub.add_parser("train", help=_help("train", "train the retrieval or ranking model"))
+    p = sub.add_parser("train", help="train the retrieval model (the ranker: issue #5)")
     p.add_argument("model", choices=["retrieval", "ranking"])
     p.add_argument("--data", required=True)
     p.add_argument("--workdir", required=True)
     add_config_arguments(p)
 
-    p = sub.add_parser("evaluate", help=_help("evaluate", "full-ranking metrics, report and plots"))
+    p = sub.add_parser("evaluate", help="full-ranking metrics, ablation, report and plots")
     p.add_argument("--data", required=True)
     p.add_argument("--workdir", required=True)
     p.add_argument("--report")
@@ -151,6 +150,47 @@ def _preprocess(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train(args: argparse.Namespace) -> int:
+    if args.model != "retrieval":
+        return _not_built(args)
+    import logging
+
+    from tfrs_mm.config import load_config
+    from tfrs_mm.training.retrieval import train_and_evaluate
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    config = load_config(args.config, args.preset, args.overrides)
+    metrics = train_and_evaluate(config, args.data, args.workdir)
+    print(format_metrics(metrics))
+    print(f"metrics: {args.workdir}/metrics.json; TensorBoard: tensorboard --logdir {args.workdir}/logs")
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from tfrs_mm.training.retrieval import evaluate_workdir
+
+    metrics = evaluate_workdir(args.data, args.workdir, args.report)
+    print(format_metrics(metrics))
+    if args.report:
+        print(f"report: {args.report}/report.md")
+    return EXIT_OK
+
+
+def format_metrics(metrics: dict) -> str:
+    """Test metrics and the ablation as a short table."""
+    test = metrics["test"]
+    keys = [
+        k for k in ("recall@10", "ndcg@10", "recall@50", "hit@10", "coverage@10", "novelty@10") if k in test
+    ]
+    lines = [
+        f"test users {test['users']:,}: "
+        + ", ".join(f"{k} {test[k]:.4f}" for k in keys if test[k] is not None)
+    ]
+    for name, result in metrics.get("ablation", {}).items():
+        lines.append(f"  {name:<11} recall@10 {result['recall@10']:.4f}  ndcg@10 {result['ndcg@10']:.4f}")
+    return "\n".join(lines)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from tfrs_mm.demo import run_demo
 
@@ -158,10 +198,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _not_built(args: argparse.Namespace) -> int:
-    issue, what = _NOT_BUILT[args.command]
+    command = "train ranking" if args.command == "train" else args.command
+    issue, what = _NOT_BUILT[command]
     print(
-        f"tfrs-mm {args.command}: {what} is not built yet (tracked in issue #{issue}). "
-        "The stages available now are generate-sample, load-dataset, validate, preprocess and demo.",
+        f"tfrs-mm {command}: {what} is not built yet (tracked in issue #{issue}). The stages available now "
+        "are generate-sample, load-dataset, validate, preprocess, train retrieval, evaluate and demo.",
         file=sys.stderr,
     )
     return EXIT_UNAVAILABLE
@@ -172,6 +213,8 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "load-dataset": _load_dataset,
     "validate": _validate,
     "preprocess": _preprocess,
+    "train": _train,
+    "evaluate": _evaluate,
     "demo": _demo,
 }
 

@@ -1,8 +1,9 @@
 """`tfrs-mm demo`: the whole pipeline, as far as it is built, on a generated sample catalog.
 
 Each stage's issue extends `run_demo` with that stage. Today: generate the
-sample catalog, validate and summarise it, then run the Beam preprocessing
-jobs (pretrained encoders, split, manifest) on it.
+sample catalog, validate and summarise it, run the Beam preprocessing jobs
+(pretrained encoders, split, manifest) on it, then train and evaluate the
+two-tower retrieval model.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from tfrs_mm.data.validate import validate_raw
 
 DEMO_SPEC = SampleSpec(num_items=400, num_users=300, seed=0)  # small enough for minutes end to end
 NEXT_STAGES = (
-    "train retrieval (two-tower TFRS)         -- issue 4",
     "train ranking (cross-attention)          -- issue 5",
     "index, export, serve                     -- issue 6",
 )
@@ -30,11 +30,11 @@ def run_demo(out: str, spec: SampleSpec = DEMO_SPEC) -> int:
     """Runs the available stages into `out` and prints what each produced; returns an exit status."""
     raw_dir = os.path.join(out, "raw")
     overwrite = os.path.isdir(raw_dir) and raw.read_info(raw_dir).name == SAMPLE_NAME
-    print(f"[1/4] generate-sample --out {raw_dir} --items {spec.num_items} --users {spec.num_users}")
+    print(f"[1/5] generate-sample --out {raw_dir} --items {spec.num_items} --users {spec.num_users}")
     info = generate_sample(raw_dir, spec, overwrite=overwrite)
     print(f"      {info.notes[-1]}")
 
-    print(f"[2/4] validate {raw_dir}")
+    print(f"[2/5] validate {raw_dir}")
     report = validate_raw(raw_dir)
     print("      " + report.summary().replace("\n", "\n      "))
     if not report.ok:
@@ -42,17 +42,30 @@ def run_demo(out: str, spec: SampleSpec = DEMO_SPEC) -> int:
             print(f"      {problem}")
         return 1
 
-    print("[3/4] sample catalog summary")
+    print("[3/5] sample catalog summary")
     print(catalog_summary(raw_dir))
 
     data_dir = os.path.join(out, "data")
     config = config_lib.load_config(preset="demo")
-    print(f"[4/4] preprocess --raw {raw_dir} --out {data_dir} --preset demo --runner=DirectRunner")
+    print(f"[4/5] preprocess --raw {raw_dir} --out {data_dir} --preset demo --runner=DirectRunner")
     from beam_jobs.preprocess import preprocess
 
     result = preprocess(raw_dir, data_dir, config, beam_args=["--runner=DirectRunner"])
     print("      " + result.summary().replace("\n", "\n      "))
-    print(f"\nmanifest: {os.path.join(data_dir, 'manifest.json')}; resolved config: {data_dir}/config.yaml")
+    print(f"      manifest: {os.path.join(data_dir, 'manifest.json')}")
+
+    workdir = os.path.join(out, "work", "retrieval")
+    print(f"[5/5] train retrieval --data {data_dir} --workdir {workdir} --preset demo")
+    from tfrs_mm.cli import format_metrics
+    from tfrs_mm.training.retrieval import train_and_evaluate
+
+    metrics = train_and_evaluate(config, data_dir, workdir, verbose=False)
+    losses = ", ".join(f"{v:.1f}" for v in metrics["training"]["history"]["loss"])
+    print(
+        f"      train loss by epoch: {losses} ({metrics['training']['examples_per_second']:.0f} examples/s)"
+    )
+    print("      " + format_metrics(metrics).replace("\n", "\n      "))
+    print(f"      metrics: {workdir}/metrics.json")
     print("not built yet: " + "\n               ".join(NEXT_STAGES))
     return 0
 

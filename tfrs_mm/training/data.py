@@ -91,5 +91,12 @@ def interaction_dataset(
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size, drop_remainder=False)
+    if not repeat and split in manifest.split.counts:
+        # A known number of steps lets Keras checkpoint mid-epoch and resume at the right step.
+        steps = -(-manifest.split.counts[split] // batch_size)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     dataset = dataset.map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Shard by element, not by file: a split may be a single TFRecord shard, fewer than the workers.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

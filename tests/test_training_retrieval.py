@@ -1,0 +1,131 @@
+"""Training and evaluating the two-tower retrieval model on a preprocessed sample catalog."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tfrs_mm import cli
+from tfrs_mm import config as config_lib
+from tfrs_mm.training.retrieval import train_and_evaluate
+
+FAST = ["train.epochs=3", "train.batch_size=64", "train.learning_rate=3e-3", "model.embedding_dim=16"]
+FAST += ["train.checkpoint_every_steps=5"]
+
+
+def _config(*overrides):
+    return config_lib.load_config(preset="demo", overrides=[*FAST, *overrides])
+
+
+@pytest.fixture(scope="module")
+def trained(sample_dataset, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("retrieval")
+    metrics = train_and_evaluate(_config(), str(sample_dataset / "data"), str(workdir), verbose=False)
+    return workdir, metrics
+
+
+def test_training_writes_config_checkpoint_logs_and_metrics(trained):
+    workdir, metrics = trained
+    for name in ("config.yaml", "metrics.json", "checkpoints/final.index", "logs", "backup"):
+        assert (workdir / name).exists(), name
+    with open(workdir / "metrics.json") as f:
+        assert json.load(f)["test"]["users"] == metrics["test"]["users"] > 0
+    saved = config_lib.load_config(str(workdir / "config.yaml"))
+    assert saved.train.epochs == 3 and saved.model.embedding_dim == 16
+
+
+def test_loss_falls_and_the_model_beats_chance(trained):
+    _, metrics = trained
+    losses = metrics["training"]["history"]["loss"]
+    assert losses[-1] < losses[0]
+    test = metrics["test"]
+    # A random ranking recalls about K / catalog of a user's items: 50 / 120 here.
+    assert test["recall@50"] > 1.3 * 50 / 120, test["recall@50"]
+    for key in ("ndcg@10", "precision@10", "f1@10", "map@10", "hit@10", "coverage@10", "novelty@10"):
+        assert test[key] is not None and test[key] >= 0, key
+    assert any(g.startswith("gender=") for g in test["groups"])  # users.csv attributes reached the report
+
+
+def test_ablation_covers_ids_and_every_modality(trained):
+    _, metrics = trained
+    assert set(metrics["ablation"]) == {"ids only", "text only", "image only", "audio only", "all"}
+    assert metrics["ablation"]["all"]["recall@10"] == pytest.approx(metrics["test"]["recall@10"])
+
+
+def test_evaluate_cli_rewrites_metrics_and_writes_a_report(trained, sample_dataset, capsys):
+    workdir, metrics = trained
+    report = workdir / "report"
+    argv = [
+        "evaluate",
+        "--data",
+        str(sample_dataset / "data"),
+        "--workdir",
+        str(workdir),
+        "--report",
+        str(report),
+    ]
+    assert cli.main(argv) == 0
+    assert "recall@10" in capsys.readouterr().out
+    for name in ("report.md", "loss_curves.png", "recall_at_k.png", "ablation.png"):
+        assert (report / name).exists(), name
+    with open(workdir / "metrics.json") as f:
+        assert json.load(f)["test"]["recall@10"] == pytest.approx(metrics["test"]["recall@10"])
+
+
+def test_backup_and_restore_resumes_instead_of_restarting(sample_dataset, tmp_path):
+    data = str(sample_dataset / "data")
+    first = train_and_evaluate(_config("train.epochs=1"), data, str(tmp_path), verbose=False)
+    assert len(first["training"]["history"]["loss"]) == 1
+    # Same workdir, two epochs: the backup says epoch 1 is done, so only epoch 2 runs.
+    second = train_and_evaluate(_config("train.epochs=2"), data, str(tmp_path), verbose=False)
+    assert len(second["training"]["history"]["loss"]) == 1
+
+
+def _run_cli(args, env=None, timeout=900):
+    code = "import sys; from tfrs_mm.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_mirrored_strategy_on_two_logical_cpus(sample_dataset, tmp_path):
+    sets = [*FAST, "train.strategy=mirrored", "train.num_logical_devices=2", "train.epochs=1"]
+    args = ["train", "retrieval", "--data", str(sample_dataset / "data"), "--workdir", str(tmp_path)]
+    args += ["--preset", "demo", *[x for s in sets for x in ("--set", s)]]
+    result = _run_cli(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy over 2 replicas" in result.stderr
+    assert (tmp_path / "metrics.json").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_strategy_with_two_local_workers(sample_dataset, tmp_path):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    sets = [*FAST, "train.strategy=multi_worker", "train.epochs=1"]
+    procs = []
+    for index in range(2):
+        env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        }
+        workdir = tmp_path / f"worker{index}"
+        args = ["train", "retrieval", "--data", str(sample_dataset / "data"), "--workdir", str(workdir)]
+        args += ["--preset", "demo", *[x for s in sets for x in ("--set", s)]]
+        code = "import sys; from tfrs_mm.cli import main; sys.exit(main(sys.argv[1:]))"
+        procs.append(
+            subprocess.Popen([sys.executable, "-c", code, *args], env=env, stderr=subprocess.PIPE, text=True)
+        )
+    errors = [p.communicate(timeout=900)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errors]
+    assert (tmp_path / "worker0" / "metrics.json").exists()  # the chief writes
+    assert not (tmp_path / "worker1" / "metrics.json").exists()

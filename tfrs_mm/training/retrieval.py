@@ -1,0 +1,239 @@
+"""`train_and_evaluate(config, data_dir, workdir)` for the two-tower retrieval model.
+
+The workdir gets: `config.yaml` (the resolved config), `backup/` (a
+BackupAndRestore checkpoint, so a run killed mid-epoch resumes where it
+stopped when the same command runs again), `checkpoints/final` (weights, for
+evaluation, export and warm starts), `logs/` (TensorBoard) and `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+
+import numpy as np
+
+from tfrs_mm import config as config_lib
+from tfrs_mm import fileio, schema
+from tfrs_mm.training import data as data_lib
+from tfrs_mm.training.strategy import is_chief, make_strategy
+
+logger = logging.getLogger(__name__)
+
+FINAL_CHECKPOINT = "checkpoints/final"
+METRICS_FILE = "metrics.json"
+
+
+@dataclasses.dataclass
+class RetrievalData:
+    """What the model is built from: the catalog table and the training vocabularies."""
+
+    table: object  # tfrs_mm.models.ItemTable
+    train_item_ids: list[str]
+    train_user_ids: list[str]
+    frequencies: np.ndarray  # [num_items] train counts aligned to table.item_ids
+
+
+def load_retrieval_data(
+    data_dir: str, manifest: schema.Manifest, modalities: tuple[str, ...]
+) -> RetrievalData:
+    """Reads the item table (only `modalities`), train ids and frequencies of a dataset directory."""
+    from tfrs_mm.models import ItemTable
+
+    records = data_lib.read_item_records(data_dir, manifest)
+    table = ItemTable(
+        item_ids=records[schema.features.ITEM_ID],
+        embeddings={m: records[f"{m}_embedding"] for m in modalities},
+        present={m: records[f"{m}_present"] for m in modalities},
+    )
+    counts = data_lib.read_item_frequencies(data_dir, manifest)
+    frequencies = np.array([counts.get(i, 0) for i in table.item_ids], dtype=np.float64)
+    train_items = [i for i in data_lib.read_vocabulary(data_dir, manifest, "item_id") if counts.get(i, 0) > 0]
+    users = data_lib.read_vocabulary(data_dir, manifest, "user_id")
+    return RetrievalData(table, train_items, users, frequencies)
+
+
+def effective_model_config(
+    model: config_lib.ModelConfig, manifest: schema.Manifest
+) -> config_lib.ModelConfig:
+    """The model config restricted to modalities the dataset has (logged when some are missing)."""
+    available = [m for m in model.modalities if m in manifest.embedding_dims]
+    missing = sorted(set(model.modalities) - set(available))
+    if missing:
+        logger.info("dataset has no %s embeddings: the model uses %s", missing, available)
+    return dataclasses.replace(model, modalities=tuple(available))
+
+
+def build_retrieval_model(model_config: config_lib.ModelConfig, data: RetrievalData):
+    """The two-tower model over `data`'s catalog and training vocabularies."""
+    from tfrs_mm.models import build_retrieval_model as build
+
+    return build(data.table, data.train_item_ids, data.train_user_ids, model_config, data.frequencies)
+
+
+def make_optimizer(train: config_lib.TrainConfig):
+    import tensorflow as tf
+
+    optimizers = {
+        "adam": tf.keras.optimizers.Adam,
+        "adagrad": tf.keras.optimizers.Adagrad,
+        "sgd": tf.keras.optimizers.SGD,
+    }
+    return optimizers[train.optimizer](learning_rate=train.learning_rate)
+
+
+def _callbacks(workdir: str, train: config_lib.TrainConfig, verbose: bool) -> list:
+    import tensorflow as tf
+
+    callbacks = [
+        # Saves every `checkpoint_every_steps` steps and restores on restart: a killed run resumes mid-epoch.
+        tf.keras.callbacks.BackupAndRestore(
+            fileio.join(workdir, "backup"), save_freq=train.checkpoint_every_steps, delete_checkpoint=False
+        ),
+        tf.keras.callbacks.TensorBoard(fileio.join(workdir, "logs"), update_freq="epoch"),
+        tf.keras.callbacks.TerminateOnNaN(),
+    ]
+    if verbose:
+        callbacks.append(tf.keras.callbacks.ProgbarLogger(count_mode="steps"))
+    return callbacks
+
+
+def train_retrieval(
+    config: config_lib.Config, data_dir: str, workdir: str, verbose: bool = True
+) -> tuple[object, RetrievalData, dict]:
+    """Trains the two-tower model; returns (model, data, {history, timing}).
+
+    The strategy is created first, before any TensorFlow op, so logical CPU
+    devices can still be configured.
+    """
+    strategy = make_strategy(config.train)
+    logger.info("training with %s over %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
+    manifest = schema.read_manifest(data_dir)
+    model_config = effective_model_config(config.model, manifest)
+    if is_chief():
+        config_lib.save_config(dataclasses.replace(config, model=model_config), workdir)
+    data = load_retrieval_data(data_dir, manifest, model_config.modalities)
+    with strategy.scope():
+        model = build_retrieval_model(model_config, data)
+        model.compile(optimizer=make_optimizer(config.train))
+    _warm_start(model, config.train.warm_start_from)
+    train_ds = data_lib.interaction_dataset(
+        data_dir,
+        manifest,
+        "train",
+        config.train.batch_size,
+        shuffle_buffer=config.train.shuffle_buffer,
+        seed=config.train.seed,
+        cache=config.train.cache_dataset,
+    )
+    valid_ds = data_lib.interaction_dataset(data_dir, manifest, "valid", config.train.batch_size)
+    start = time.perf_counter()
+    history = model.fit(
+        train_ds,
+        validation_data=valid_ds,
+        epochs=config.train.epochs,
+        callbacks=_callbacks(workdir, config.train, verbose),
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    if is_chief():
+        model.save_weights(fileio.join(workdir, FINAL_CHECKPOINT))
+    examples = manifest.split.counts.get("train", 0) * len(history.epoch)
+    timing = {
+        "train_seconds": round(seconds, 2),
+        "examples_per_second": round(examples / max(seconds, 1e-9), 1),
+    }
+    return (
+        model,
+        data,
+        {"history": {k: [float(v) for v in vs] for k, vs in history.history.items()}, **timing},
+    )
+
+
+def _warm_start(model, workdir: str) -> None:
+    """Initialises every variable from an earlier run's final weights.
+
+    Raises:
+        ValueError: if the earlier run's variables have other shapes (its
+            vocabularies differ); warm starts across changed vocabularies are
+            not supported yet.
+    """
+    if not workdir:
+        return
+    path = fileio.join(workdir, FINAL_CHECKPOINT)
+    try:
+        model.load_weights(path).assert_existing_objects_matched()
+    except (ValueError, AssertionError) as e:
+        raise ValueError(
+            f"cannot warm start from {path}: its variables do not match this model ({e}). "
+            "Warm starts need the same item, user and modality vocabularies."
+        ) from e
+    logger.info("warm start: restored %s", path)
+
+
+def write_metrics(workdir: str, metrics: dict) -> str:
+    """Writes `metrics.json` into the workdir."""
+    fileio.makedirs(workdir)
+    path = fileio.join(workdir, METRICS_FILE)
+    with fileio.open_file(path, "w") as f:
+        f.write(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def evaluate_trained(
+    model, data: RetrievalData, data_dir: str, manifest: schema.Manifest, ablation: bool = True
+):
+    """Test-split metrics of a trained model, and the per-modality ablation."""
+    from tfrs_mm.evaluation import retrieval_eval
+
+    catalog = list(data.table.item_ids)
+    truth = retrieval_eval.load_eval_split(data_dir, manifest, catalog, "test")
+    groups = retrieval_eval.read_user_groups(manifest.source.get("raw_dir", ""), truth.users)
+    metrics = retrieval_eval.evaluate_model(model, catalog, truth, data.frequencies, user_groups=groups)
+    modalities = model.item_tower.modalities
+    results = {"test": metrics}
+    if ablation:
+        results["ablation"] = retrieval_eval.modality_ablation(
+            model, catalog, truth, data.frequencies, modalities, ks=(10, 20, 50)
+        )
+    return results
+
+
+def train_and_evaluate(config: config_lib.Config, data_dir: str, workdir: str, verbose: bool = True) -> dict:
+    """Trains the retrieval model, evaluates it on the test split, writes `metrics.json`; returns it."""
+    model, data, training = train_retrieval(config, data_dir, workdir, verbose=verbose)
+    manifest = schema.read_manifest(data_dir)
+    metrics = {"training": training, **evaluate_trained(model, data, data_dir, manifest)}
+    if is_chief():
+        write_metrics(workdir, metrics)
+    return metrics
+
+
+def restore_retrieval(data_dir: str, workdir: str):
+    """(model, data, manifest, config) rebuilt from a workdir's saved config and final weights."""
+    config = config_lib.load_config(fileio.join(workdir, config_lib.CONFIG_FILE))
+    manifest = schema.read_manifest(data_dir)
+    data = load_retrieval_data(data_dir, manifest, config.model.modalities)
+    model = build_retrieval_model(config.model, data)
+    model.load_weights(fileio.join(workdir, FINAL_CHECKPOINT)).expect_partial()
+    return model, data, manifest, config
+
+
+def evaluate_workdir(data_dir: str, workdir: str, report_dir: str | None = None) -> dict:
+    """`tfrs-mm evaluate`: re-evaluates a trained workdir, updates `metrics.json`, can write a report."""
+    from tfrs_mm.evaluation import write_report
+
+    model, data, manifest, _ = restore_retrieval(data_dir, workdir)
+    previous = {}
+    path = fileio.join(workdir, METRICS_FILE)
+    if fileio.exists(path):
+        with fileio.open_file(path) as f:
+            previous = json.load(f)
+    metrics = {**previous, **evaluate_trained(model, data, data_dir, manifest)}
+    write_metrics(workdir, metrics)
+    if report_dir:
+        history = metrics.get("training", {}).get("history")
+        write_report(metrics["test"], history=history, ablation=metrics.get("ablation"), out_dir=report_dir)
+    return metrics
