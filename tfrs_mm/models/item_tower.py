@@ -195,12 +195,21 @@ class ItemTower(tf.keras.layers.Layer):
     def _tokens(self, flat_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """[n] ids → tokens [n, 1 + M, D] and mask [n, 1 + M] float."""
         rows = self.catalog_lookup(flat_ids)
-        tokens = [self.id_projection(self.id_embedding(self.id_lookup(flat_ids)))]
-        masks = [tf.ones_like(flat_ids, tf.float32)]
+        id_rows = self.id_lookup(flat_ids)
+        tokens = [self.id_projection(self.id_embedding(id_rows))]
+        content_masks = []
         for m in self.modalities:
-            tokens.append(self.projections[m](tf.gather(self.content[m], rows)))
-            masks.append(tf.gather(self.present[m], rows))
-        return tf.stack(tokens, axis=1), tf.stack(masks, axis=1)
+            # Encoders differ in scale (VGGish rows have norms ~1e3, MiniLM 1): unit-normalise
+            # so no modality drowns the others in the fusion. Missing rows stay zero.
+            content = tf.math.l2_normalize(tf.gather(self.content[m], rows), axis=-1)
+            tokens.append(self.projections[m](content))
+            content_masks.append(tf.gather(self.present[m], rows))
+        # An id outside the train vocabulary has only the shared OOV row: it would make every
+        # cold item look alike, so it is used only when the item has no content at all.
+        known_id = id_rows >= self.num_oov_buckets
+        has_content = tf.reduce_sum(tf.stack(content_masks, axis=1), axis=1) > 0 if content_masks else False
+        id_mask = tf.cast(tf.logical_or(known_id, tf.logical_not(has_content)), tf.float32)
+        return tf.stack(tokens, axis=1), tf.stack([id_mask, *content_masks], axis=1)
 
     def _apply_ablation(self, mask: tf.Tensor, active_modalities: Sequence[str] | None) -> tf.Tensor:
         active = active_modalities if active_modalities is not None else self.active_modalities
