@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.io import fileio
 
 from beam_jobs.dead_letters import DEAD_LETTER, DeadLetter
+from tfrs_mm.data import raw
 
 MAX_FIELD_BYTES = 1 << 20  # as in `tfrs-mm validate`
 _CSV_FIELD_LIMIT = 1 << 26
@@ -122,7 +123,7 @@ def _parquet_rows(readable: fileio.ReadableFile) -> Iterator[tuple[int, dict | s
 
 
 def _checked(values: dict[str, str]) -> tuple[dict[str, str], Problem]:
-    bad = [k for k, v in values.items() if any("\udc80" <= ch <= "\udcff" for ch in v)]
+    bad = [k for k, v in values.items() if raw.has_undecodable_bytes(v)]
     if bad:
         return _escape_dict(values), ("non-UTF-8 bytes", f"in column(s) {bad}")
     big = [k for k, v in values.items() if len(v) > MAX_FIELD_BYTES]

@@ -183,6 +183,11 @@ def read_info(raw_dir: str) -> RawDatasetInfo:
         raise ValueError(f"{path}: {e}") from e
 
 
+def has_undecodable_bytes(text: str) -> bool:
+    """True if `text` was read with `errors="surrogateescape"` from bytes that are not UTF-8."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
 def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
     """Writes a UTF-8 CSV with a header and `\\n` line endings; returns the row count.
 

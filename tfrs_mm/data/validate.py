@@ -175,7 +175,7 @@ class _Checker:
             if count > 1:
                 self.report.add(file_name, 1, f"column {name!r} appears {count} times")
         for name in header:
-            if _has_bad_bytes(name):
+            if raw.has_undecodable_bytes(name):
                 self.report.add(file_name, 1, "non-UTF-8 bytes in the header")
             elif name not in known and name not in declared:
                 self.report.add(
@@ -192,7 +192,7 @@ class _Checker:
             self.report.add(file_name, line, f"expected {len(header)} fields, got {len(fields)}")
             return None
         row = dict(zip(header, fields))
-        bad = [name for name, value in row.items() if _has_bad_bytes(value)]
+        bad = [name for name, value in row.items() if raw.has_undecodable_bytes(value)]
         if bad:
             self.report.add(file_name, line, f"non-UTF-8 bytes in column(s) {bad}")
             return None
@@ -337,11 +337,6 @@ class _Checker:
             if unknown:
                 self.report.add(where, 0, f"{len(unknown)} ids not in items.csv, e.g. {unknown[:3]}")
             self.report.counts[f"precomputed_{record.modality}"] = len(ids) - len(unknown)
-
-
-def _has_bad_bytes(value: str) -> bool:
-    # Undecodable bytes come through as lone surrogates with errors="surrogateescape".
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
 def _is_finite_number(value: str) -> bool:
