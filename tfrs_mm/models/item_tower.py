@@ -179,13 +179,17 @@ class ItemTower(tf.keras.layers.Layer):
             [..., embedding_dim] unit vectors, and [..., 1 + num_modalities] weights if asked.
         """
         item_ids = tf.convert_to_tensor(item_ids, tf.string)
-        flat_ids = tf.reshape(item_ids, [-1])
-        tokens, mask = self._tokens(flat_ids)
+        # A batch of histories repeats the same items many times (1024 x 50 ids, a few thousand
+        # distinct): encode each distinct id once and gather. In training, modality dropout
+        # therefore drops a token for every occurrence of an item within one step.
+        unique_ids, positions = tf.unique(tf.reshape(item_ids, [-1]))
+        tokens, mask = self._tokens(unique_ids)
         mask = self._apply_ablation(mask, active_modalities)
         if training:
             mask = self._modality_dropout(mask)
         fused, weights = self.fusion_layer(tokens, mask, return_weights=True)
-        vectors = tf.math.l2_normalize(fused, axis=-1)
+        vectors = tf.gather(tf.math.l2_normalize(fused, axis=-1), positions)
+        weights = tf.gather(weights, positions)
         out_shape = tf.shape(item_ids)
         vectors = tf.reshape(vectors, tf.concat([out_shape, [self.embedding_dim]], axis=0))
         if not return_weights:
