@@ -77,7 +77,7 @@ def vocabulary_lines(counts: list[tuple[str, int]], with_counts: bool) -> list[s
     return ["\n".join(lines)] if lines else []
 
 
-def _write_one_file(out_dir: str, relative: str) -> beam.io.WriteToText:
+def write_one_file(out_dir: str, relative: str) -> beam.io.WriteToText:
     """Writes exactly `out_dir/relative` (no shard suffix) through Beam filesystems."""
     stem, dot, suffix = relative.rpartition(".")
     return beam.io.WriteToText(fileio.join(out_dir, stem), dot + suffix, num_shards=1, shard_name_template="")
@@ -106,7 +106,7 @@ class WriteVocabularies(beam.PTransform):
                 counts
                 | f"{name}List" >> beam.combiners.ToList()
                 | f"{name}Lines" >> beam.FlatMap(vocabulary_lines, with_counts=name == "Item")
-                | f"Write{name}s" >> _write_one_file(self.out_dir, path)
+                | f"Write{name}s" >> write_one_file(self.out_dir, path)
             )
         return users, items
 
@@ -223,7 +223,7 @@ class WriteStats(beam.PTransform):
             | "Entries" >> beam.combiners.ToList()
             | "Build" >> beam.Map(build_stats, self.job)
             | "ToJson" >> beam.Map(lambda stats: json.dumps(stats, indent=2, sort_keys=True))
-            | "Write" >> _write_one_file(self.job.out_dir, STATS_FILE)
+            | "Write" >> write_one_file(self.job.out_dir, STATS_FILE)
         )
 
 

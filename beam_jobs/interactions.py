@@ -56,7 +56,7 @@ from tfrs_mm.privacy import KEY_ENV_VAR, Pseudonymizer, PseudonymKeyError, load_
 logger = logging.getLogger("beam_jobs")
 
 REDACTED = "<row withheld: its user id cannot be pseudonymised>"
-_ID_BREAKERS = ("\n", "\r", "\t")  # would break the one-token-per-line vocabulary files
+ID_BREAKERS = ("\n", "\r", "\t")  # would break the one-token-per-line vocabulary files
 _LOG_EVERY = 100_000
 
 
@@ -75,7 +75,7 @@ def parse_interaction(
     problems = []
     if not user or not item:
         problems.append(("empty id", "empty user_id or item_id"))
-    elif any(c in user + item for c in _ID_BREAKERS):
+    elif any(c in user + item for c in ID_BREAKERS):
         problems.append(("invalid id", "user_id or item_id holds a tab or line break"))
     elif item not in known_items:
         problems.append(("unknown item", f"item {item!r} is not in the item vocabulary"))

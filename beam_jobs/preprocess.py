@@ -1,12 +1,14 @@
-"""`tfrs-mm preprocess`: run the items job, then the interactions job, then write `manifest.json`.
+"""`tfrs-mm preprocess`: run the items job, then the interactions (+ users) job, then write `manifest.json`.
 
     python -m beam_jobs.preprocess --raw RAW --out DATA [--split random] [--set data.x=y]
         [--runner=DirectRunner --direct_num_workers=2 ...]
 
-The two jobs are separate pipelines because the interactions job validates
-against the item vocabulary the items job writes. Each job writes its own
-counts (`stats/*.json`) from inside the pipeline, so the manifest's
-input = written + dead-lettered bookkeeping comes out the same on any runner.
+The items job is a pipeline of its own because the interactions job validates
+against the item vocabulary it writes. The users job (when `RAW/users.csv`
+exists) needs no item vocabulary and runs in the interactions pipeline, with
+the same pseudonymizer. Each job writes its own counts (`stats/*.json`) from
+inside the pipeline, so the manifest's input = written + dead-lettered
+bookkeeping comes out the same on any runner.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import interactions as interactions_job
+from beam_jobs import users as users_job
 from beam_jobs.dataset_manifest import build_manifest, format_summary
 from beam_jobs.items import STATS_DIR, ItemsJobSpec, ModalitySource, build_items_pipeline
 from tfrs_mm import config as config_lib
 from tfrs_mm import fileio, schema
 from tfrs_mm.data import raw
-from tfrs_mm.privacy import load_pseudonymizer
+from tfrs_mm.privacy import Pseudonymizer, load_pseudonymizer
 
 logger = logging.getLogger("beam_jobs")
 
@@ -98,13 +101,18 @@ def resolve_modalities(
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessResult:
-    """What a preprocess run produced: the manifest, the jobs' counts, and how long each job took."""
+    """What a preprocess run produced: the manifest, the jobs' counts, and how long each job took.
+
+    `users_stats` is None when the raw dataset has no `users.csv`; the users
+    job runs in the interactions pipeline, so its time is in `interactions_seconds`.
+    """
 
     manifest: schema.Manifest
     items_stats: dict
     interactions_stats: dict
     items_seconds: float
     interactions_seconds: float
+    users_stats: dict | None = None
 
     def summary(self) -> str:
         return format_summary(self.manifest, self.items_seconds, self.interactions_seconds)
@@ -120,6 +128,50 @@ def _run(pipeline: beam.Pipeline, build: Callable[[beam.Pipeline], None]) -> flo
 def _read_stats(out_dir: str, name: str) -> dict:
     with fileio.open_file(fileio.join(out_dir, STATS_DIR, f"{name}.json")) as f:
         return json.load(f)
+
+
+def _items_spec(
+    raw_dir: str,
+    out_dir: str,
+    items_pattern: str,
+    sources: dict[str, ModalitySource],
+    info: raw.RawDatasetInfo,
+    data: config_lib.DataConfig,
+) -> ItemsJobSpec:
+    return ItemsJobSpec(
+        raw_dir=raw_dir,
+        out_dir=out_dir,
+        items_pattern=items_pattern,
+        modalities=sources,
+        item_columns=info.item_columns,
+        audio_seconds=data.audio_seconds,
+        batch_size=data.embed_batch_size,
+    )
+
+
+def _build_interactions_and_users(
+    pipeline: beam.Pipeline,
+    raw_dir: str,
+    out_dir: str,
+    data: config_lib.DataConfig,
+    info: raw.RawDatasetInfo,
+    pseudonymizer: Pseudonymizer | None,
+    users: str | None,
+) -> None:
+    """Adds the interactions job, and the users job when there is a `users` file, to one pipeline."""
+    interactions_job.build_interactions_pipeline(
+        pipeline,
+        interactions_pattern=fileio.join(raw_dir, raw.INTERACTIONS_FILE),
+        item_vocab_path=fileio.join(out_dir, "vocab", "item_id.txt"),
+        out_dir=out_dir,
+        config=data,
+        has_timestamps=info.has_timestamps,
+        pseudonymizer=pseudonymizer,
+    )
+    if users:
+        users_job.build_users_pipeline(pipeline, users, out_dir, info.user_columns, pseudonymizer)
+    else:
+        users_job.remove_stale_outputs(out_dir)  # a stale users-*.tfrecord.gz would look like this run's
 
 
 def preprocess(
@@ -155,37 +207,26 @@ def preprocess(
     make_pipeline = make_pipeline or (lambda: beam.Pipeline(options=pipeline_options(beam_args)))
     items_pattern = items_pattern or fileio.join(raw_dir, raw.ITEMS_FILE)
     sources, encoder_records = resolve_modalities(raw_dir, items_pattern, info, config.data, cache_dir)
-    spec = ItemsJobSpec(
-        raw_dir=raw_dir,
-        out_dir=out_dir,
-        items_pattern=items_pattern,
-        modalities=sources,
-        item_columns=info.item_columns,
-        audio_seconds=config.data.audio_seconds,
-        batch_size=config.data.embed_batch_size,
-    )
+    spec = _items_spec(raw_dir, out_dir, items_pattern, sources, info, config.data)
     logger.info("items job: %s → %s (%s)", raw_dir, out_dir, ", ".join(sorted(sources)))
     items_seconds = _run(make_pipeline(), lambda p: build_items_pipeline(p, spec))
-    logger.info("interactions job: split=%s", config.data.split)
+    users = fileio.join(raw_dir, raw.USERS_FILE)
+    users = users if fileio.exists(users) else None
+    logger.info("interactions job: split=%s%s", config.data.split, ", with users.csv" if users else "")
     interactions_seconds = _run(
         make_pipeline(),
-        lambda p: interactions_job.build_interactions_pipeline(
-            p,
-            interactions_pattern=fileio.join(raw_dir, raw.INTERACTIONS_FILE),
-            item_vocab_path=fileio.join(out_dir, "vocab", "item_id.txt"),
-            out_dir=out_dir,
-            config=config.data,
-            has_timestamps=info.has_timestamps,
-            pseudonymizer=pseudonymizer,
-        ),
+        lambda p: _build_interactions_and_users(p, raw_dir, out_dir, config.data, info, pseudonymizer, users),
     )
     items_stats, interactions_stats = _read_stats(out_dir, "items"), interactions_job.read_stats(out_dir)
+    users_stats = users_job.read_stats(out_dir) if users else None
     manifest = build_manifest(
-        info, config, raw_dir, out_dir, sources, encoder_records, items_stats, interactions_stats
+        info, config, raw_dir, out_dir, sources, encoder_records, items_stats, interactions_stats, users_stats
     )
     schema.write_manifest(manifest, out_dir)
     config_lib.save_config(config, out_dir)
-    return PreprocessResult(manifest, items_stats, interactions_stats, items_seconds, interactions_seconds)
+    return PreprocessResult(
+        manifest, items_stats, interactions_stats, items_seconds, interactions_seconds, users_stats
+    )
 
 
 def run_from_args(

@@ -9,6 +9,9 @@ from tfrs_mm.schema.features import (
     item_features,
     parsing_spec,
     presence_feature,
+    unused_user_columns,
+    user_feature,
+    user_features,
 )
 from tfrs_mm.schema.manifest import (
     MANIFEST_FILE,
@@ -37,5 +40,8 @@ __all__ = [
     "parsing_spec",
     "presence_feature",
     "read_manifest",
+    "unused_user_columns",
+    "user_feature",
+    "user_features",
     "write_manifest",
 ]

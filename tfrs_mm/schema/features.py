@@ -1,4 +1,4 @@
-"""Feature specs for item and interaction records, and their tf.train.Example codec.
+"""Feature specs for item, user and interaction records, and their tf.train.Example codec.
 
 Beam writes records with `encode_example` and the trainer parses them with
 `parsing_spec`, both from the same `FeatureSpec`s recorded in the manifest, so
@@ -27,6 +27,8 @@ TIMESTAMP = "timestamp"
 RATING = "rating"
 WEIGHT = "weight"
 PADDING_ID = ""  # pads `history` to its fixed length; never a real item id
+USER_FEATURE_PREFIX = "user."  # keeps user columns apart from interaction features of the same name
+USER_COLUMN_KINDS = ("categorical", "numeric")  # text and multi_categorical user columns are not used
 
 
 def embedding_feature(modality: str) -> str:
@@ -108,6 +110,42 @@ def _extra_column_specs(columns: Sequence[ColumnDecl]) -> list[FeatureSpec]:
         else:
             specs.append(FeatureSpec(column.name, "string", description=f"declared {column.kind} column"))
     return specs
+
+
+def user_feature(column: str) -> str:
+    """Name of a declared user column's feature, e.g. `user.age`."""
+    return USER_FEATURE_PREFIX + column
+
+
+def unused_user_columns(columns: Sequence[ColumnDecl]) -> list[str]:
+    """Names of declared user columns `user_features` leaves out (kinds other than `USER_COLUMN_KINDS`)."""
+    return [c.name for c in columns if c.kind not in USER_COLUMN_KINDS]
+
+
+def user_features(columns: Sequence[ColumnDecl]) -> tuple[FeatureSpec, ...]:
+    """Specs of a user record: the user id, then one feature per usable declared column.
+
+    A `categorical` column becomes a string scalar `user.<column>` ("" when
+    missing); a `numeric` one a float32 scalar `user.<column>` (0 when missing)
+    plus its int64 mask `user.<column>_present`. Other kinds are not used
+    (`unused_user_columns`).
+
+    Args:
+        columns: Declared user columns from `dataset.json` (`user_columns`).
+    """
+    specs = [FeatureSpec(USER_ID, "string", description="user id (pseudonymised when configured)")]
+    for column in columns:
+        name = user_feature(column.name)
+        if column.kind == "categorical":
+            specs.append(
+                FeatureSpec(name, "string", description="declared categorical user column; '' if missing")
+            )
+        elif column.kind == "numeric":
+            specs.append(
+                FeatureSpec(name, "float32", description="declared numeric user column; 0 if missing")
+            )
+            specs.append(FeatureSpec(presence_feature(name), "int64", description="1 if present, 0 if empty"))
+    return tuple(specs)
 
 
 def interaction_features(history_length: int) -> tuple[FeatureSpec, ...]:

@@ -1,7 +1,8 @@
 """`manifest.json`: the single source of truth of a dataset directory.
 
 The Beam jobs write it and the trainer, index and export read it. It records
-the record schemas, the encoder behind each embedding (handle, version, weight
+the record schemas (items, users when the raw dataset has `users.csv`, and
+interactions), the encoder behind each embedding (handle, version, weight
 hash), vocabularies, item frequencies (for logQ correction), the split
 protocol and its counts, and how many records each stage read, wrote and
 dead-lettered.
@@ -89,6 +90,7 @@ class Manifest:
 
     item_features: tuple[FeatureSpec, ...]
     interaction_features: tuple[FeatureSpec, ...]
+    user_features: tuple[FeatureSpec, ...] = ()  # () when the raw dataset has no users.csv
     encoders: tuple[EncoderRecord, ...] = ()
     vocabularies: tuple[VocabularyRecord, ...] = ()
     item_frequencies: str = ""
@@ -141,6 +143,7 @@ class Manifest:
         return cls(
             item_features=tuple(FeatureSpec.from_dict(d) for d in data["item_features"]),
             interaction_features=tuple(FeatureSpec.from_dict(d) for d in data["interaction_features"]),
+            user_features=tuple(FeatureSpec.from_dict(d) for d in data.get("user_features", ())),
             encoders=tuple(EncoderRecord(**d) for d in data.get("encoders", ())),
             vocabularies=tuple(VocabularyRecord(**d) for d in data.get("vocabularies", ())),
             item_frequencies=data.get("item_frequencies", ""),
