@@ -14,6 +14,8 @@ from tfrs_mm.models import (
     ItemTable,
     ItemTower,
     QueryTower,
+    UserFeatures,
+    UserTable,
     random_item_table,
 )
 
@@ -128,9 +130,26 @@ def test_item_tower_config_round_trip():
     np.testing.assert_allclose(clone(ids), expected, atol=1e-6)
 
 
-def make_query_tower(pooling: str = "attention") -> QueryTower:
+def make_user_features() -> UserFeatures:
+    table = UserTable(
+        np.array(["u0", "u1", "u9"]),
+        categorical={"user.gender": np.array(["F", "", "M"])},
+        vocabularies={"user.gender": ["F", "M"]},
+        numeric={"user.age": np.array([20.0, 0.0, 40.0], np.float32)},
+        numeric_present={"user.age": np.array([True, False, True])},
+    )
+    return UserFeatures.from_table(table, output_dim=8, name="user_features")
+
+
+def make_query_tower(pooling: str = "attention", user_features: bool = False) -> QueryTower:
     tower = make_tower()
-    return QueryTower(tower, ["u0", "u1", "u2"], user_embedding_dim=8, history_pooling=pooling)
+    return QueryTower(
+        tower,
+        ["u0", "u1", "u2"],
+        user_embedding_dim=8,
+        history_pooling=pooling,
+        user_features=make_user_features() if user_features else None,
+    )
 
 
 class _Towers(tf.Module):
@@ -164,8 +183,9 @@ def test_query_tower_shapes_and_empty_history(pooling):
     np.testing.assert_allclose(empty_only[0], queries[1], atol=1e-6)
 
 
-def test_query_tower_config_round_trip():
-    query_tower = make_query_tower()
+@pytest.mark.parametrize("user_features", [False, True])
+def test_query_tower_config_round_trip(user_features):
+    query_tower = make_query_tower(user_features=user_features)
     expected = query_tower(USERS, HISTORY)
     clone = QueryTower.from_config(query_tower.get_config())
     clone(USERS, HISTORY)
@@ -173,8 +193,9 @@ def test_query_tower_config_round_trip():
     np.testing.assert_allclose(clone(USERS, HISTORY), expected, atol=1e-6)
 
 
-def test_towers_saved_model_round_trip(tmp_path):
-    module = _Towers(make_query_tower())
+@pytest.mark.parametrize("user_features", [False, True])
+def test_towers_saved_model_round_trip(tmp_path, user_features):
+    module = _Towers(make_query_tower(user_features=user_features))
     ids = tf.constant(["item_1", "item_25", "nope", ""])
     expected_items, expected_queries = module.items(ids), module.queries(USERS, HISTORY)
     tf.saved_model.save(module, str(tmp_path / "towers"))
@@ -188,3 +209,25 @@ def test_item_table_validates_shapes():
         ItemTable(np.array(["a", "b"]), {"text": np.zeros([2, 3])}, {"text": np.ones([3])})
     with pytest.raises(ValueError, match="unique"):
         ItemTable(np.array(["a", "a"]), {}, {})
+
+
+def test_user_features_encode_values_and_treat_unknowns_as_missing():
+    layer = make_user_features()
+    out = layer(tf.constant(["u0", "u1", "u9", "stranger"]))
+    assert out.shape == (4, 8) and np.isfinite(out.numpy()).all()
+    codes, numeric = layer.codes.numpy(), layer.numeric.numpy()
+    np.testing.assert_array_equal(codes[:, 0], [0, 1, 0, 2])  # row 0: unknown user; "" is missing
+    np.testing.assert_allclose(numeric[:, 0], [0.0, -1.0, 0.0, 1.0])  # standardised over present ages
+    np.testing.assert_array_equal(numeric[:, 1], [0.0, 1.0, 0.0, 1.0])  # presence bits
+    # A user without features and a user missing from the table are encoded alike.
+    np.testing.assert_allclose(out[1], out[3], atol=1e-6)
+    assert not np.allclose(out[0], out[2])
+
+
+def test_user_table_validates_shapes():
+    with pytest.raises(ValueError, match="vocabularies"):
+        UserTable(np.array(["a"]), categorical={"user.g": np.array(["F"])})
+    with pytest.raises(ValueError, match=r"\[2\]"):
+        UserTable(
+            np.array(["a", "b"]), numeric={"user.x": np.zeros(3)}, numeric_present={"user.x": np.ones(3)}
+        )

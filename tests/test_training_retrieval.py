@@ -84,6 +84,28 @@ def test_backup_and_restore_resumes_instead_of_restarting(sample_dataset, tmp_pa
     assert len(second["training"]["history"]["loss"]) == 1
 
 
+def test_the_query_tower_uses_the_users_csv_features(trained, sample_dataset):
+    from tfrs_mm.training.retrieval import restore_retrieval
+
+    workdir, _ = trained
+    model, data, _, _ = restore_retrieval(str(sample_dataset / "data"), str(workdir))
+    layer = model.query_tower.user_features
+    assert layer is not None and list(layer.vocabularies) == ["user.gender"]
+    assert layer.numeric_features == ["user.age"]
+    assert len(layer.user_ids) == len(data.user_table.user_ids) == 80
+    assert layer.numeric.numpy()[1:, 1].sum() > 0  # ages were restored, not left at zero
+
+
+def test_warm_start_continues_from_an_earlier_run(trained, sample_dataset, tmp_path):
+    earlier, metrics = trained
+    assert (earlier / "towers.json").exists()
+    config = _config("train.epochs=1", f"train.warm_start_from={earlier}")
+    warm = train_and_evaluate(config, str(sample_dataset / "data"), str(tmp_path), verbose=False)
+    # The first epoch starts where the earlier run (3 epochs) ended, not from scratch.
+    assert warm["training"]["history"]["loss"][0] < metrics["training"]["history"]["loss"][0]
+    assert warm["test"]["recall@50"] > 1.3 * 50 / 120
+
+
 def _run_cli(args, env=None, timeout=900):
     code = "import sys; from tfrs_mm.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run(

@@ -52,6 +52,7 @@ class ModelConfig:
     fusion: Literal["concat", "gated", "attention"] = "gated"
     modality_dropout: float = 0.1  # teaches the tower to cope with a missing modality
     history_pooling: Literal["mean", "attention"] = "attention"
+    user_features: bool = True  # users.csv columns in the query tower, when the dataset has them
     temperature: float = 0.05  # sharpens the in-batch softmax over cosine scores
     logq_correction: bool = True  # corrects the popularity bias of in-batch negatives
     remove_accidental_hits: bool = True

@@ -7,6 +7,7 @@ from tfrs_mm.models.item_table import ItemTable, random_item_table
 from tfrs_mm.models.item_tower import ItemTower
 from tfrs_mm.models.query_tower import QueryTower
 from tfrs_mm.models.retrieval import RetrievalModel, build_retrieval_model, sampling_probabilities
+from tfrs_mm.models.user_features import UserFeatures, UserTable
 
 __all__ = [
     "AttentionFusion",
@@ -16,6 +17,8 @@ __all__ = [
     "ItemTower",
     "QueryTower",
     "RetrievalModel",
+    "UserFeatures",
+    "UserTable",
     "build_retrieval_model",
     "random_item_table",
     "sampling_probabilities",

@@ -10,13 +10,14 @@ import tensorflow as tf
 
 from tfrs_mm.models._masking import masked_softmax
 from tfrs_mm.models.item_tower import ItemTower
+from tfrs_mm.models.user_features import UserFeatures
 from tfrs_mm.schema.features import PADDING_ID
 
 POOLINGS = ("mean", "attention")
 
 
 class QueryTower(tf.keras.layers.Layer):
-    """Encodes a user from its id embedding and its history pooled over the item tower.
+    """Encodes a user from its id embedding, its features and its history pooled over the item tower.
 
     History items are encoded by the *same* `ItemTower` as the candidates, then
     pooled: `attention` uses the (projected) user embedding as the query over the
@@ -29,6 +30,7 @@ class QueryTower(tf.keras.layers.Layer):
         user_embedding_dim: Width of the user id embedding.
         num_oov_buckets: OOV rows for unseen users.
         history_pooling: `attention` or `mean`.
+        user_features: Optional `UserFeatures` (users.csv columns) looked up by user id.
         **kwargs: Base layer arguments.
     """
 
@@ -39,6 +41,7 @@ class QueryTower(tf.keras.layers.Layer):
         user_embedding_dim: int = 32,
         num_oov_buckets: int = 1,
         history_pooling: str = "attention",
+        user_features: UserFeatures | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -49,6 +52,7 @@ class QueryTower(tf.keras.layers.Layer):
         self.user_embedding_dim = user_embedding_dim
         self.num_oov_buckets = num_oov_buckets
         self.history_pooling = history_pooling
+        self.user_features = user_features
         dim = item_tower.embedding_dim
         self.user_lookup = tf.keras.layers.StringLookup(
             vocabulary=self.train_user_ids,
@@ -86,7 +90,10 @@ class QueryTower(tf.keras.layers.Layer):
         mask = tf.not_equal(history, PADDING_ID)
         weights = self._pooling_weights(user, items, mask)
         pooled = tf.einsum("bh,bhd->bd", weights, items)
-        query = self.output_projection(tf.concat([pooled, user], axis=-1))
+        parts = [pooled, user]
+        if self.user_features is not None:
+            parts.append(self.user_features(user_id))
+        query = self.output_projection(tf.concat(parts, axis=-1))
         query = tf.math.l2_normalize(query, axis=-1)
         return (query, weights) if return_weights else query
 
@@ -107,6 +114,9 @@ class QueryTower(tf.keras.layers.Layer):
             "user_embedding_dim": self.user_embedding_dim,
             "num_oov_buckets": self.num_oov_buckets,
             "history_pooling": self.history_pooling,
+            "user_features": (
+                tf.keras.layers.serialize(self.user_features) if self.user_features is not None else None
+            ),
         }
 
     @classmethod
@@ -116,5 +126,10 @@ class QueryTower(tf.keras.layers.Layer):
         if isinstance(item_tower, dict):
             config["item_tower"] = tf.keras.layers.deserialize(
                 item_tower, custom_objects={"ItemTower": ItemTower}
+            )
+        user_features = config.get("user_features")
+        if isinstance(user_features, dict):
+            config["user_features"] = tf.keras.layers.deserialize(
+                user_features, custom_objects={"UserFeatures": UserFeatures}
             )
         return cls(**config)

@@ -12,6 +12,7 @@ from tfrs_mm.config import ModelConfig
 from tfrs_mm.models.item_table import ItemTable
 from tfrs_mm.models.item_tower import ItemTower
 from tfrs_mm.models.query_tower import QueryTower
+from tfrs_mm.models.user_features import UserFeatures, UserTable
 from tfrs_mm.schema.features import HISTORY, ITEM_ID, USER_ID
 
 # Ids are hashed to int64 for accidental-hit removal: collectives gather numbers, not strings.
@@ -142,15 +143,23 @@ def build_retrieval_model(
     config: ModelConfig,
     item_frequencies: np.ndarray | None = None,
     num_hard_negatives: int | None = None,
+    user_table: UserTable | None = None,
 ) -> RetrievalModel:
-    """Wires an `ItemTower`, a `QueryTower` sharing it, and a `RetrievalModel` from config."""
+    """Wires an `ItemTower`, a `QueryTower` sharing it, and a `RetrievalModel` from config.
+
+    User features are used when `user_table` has any and `config.user_features` is on.
+    """
     item_tower = ItemTower.from_table(table, train_item_ids, config, name="item_tower")
+    user_features = None
+    if config.user_features and user_table is not None and user_table.feature_names:
+        user_features = UserFeatures.from_table(user_table, config.id_embedding_dim, name="user_features")
     query_tower = QueryTower(
         item_tower,
         train_user_ids,
         user_embedding_dim=config.id_embedding_dim,
         num_oov_buckets=config.num_oov_buckets,
         history_pooling=config.history_pooling,
+        user_features=user_features,
         name="query_tower",
     )
     return RetrievalModel(

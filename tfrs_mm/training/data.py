@@ -25,12 +25,19 @@ def _files(data_dir: str, pattern: str) -> list[str]:
 
 def read_item_records(data_dir: str, manifest: schema.Manifest) -> dict[str, np.ndarray]:
     """All item records as arrays: `item_id` [N] str, `{m}_embedding` [N, d_m], `{m}_present` [N]."""
+    specs = [s for s in manifest.item_features if not s.varlen]
+    return _read_records(data_dir, manifest, "items", specs, F.ITEM_ID)
+
+
+def _read_records(
+    data_dir: str, manifest: schema.Manifest, kind: str, specs: list, key: str
+) -> dict[str, np.ndarray]:
+    """Every record of `manifest.files[kind]` as arrays sorted by `key`; string features decoded."""
     import tensorflow as tf
 
-    files = _files(data_dir, manifest.files["items"])
+    files = _files(data_dir, manifest.files[kind])
     if not files:
-        raise FileNotFoundError(f"no item records match {manifest.files['items']} in {data_dir}")
-    specs = [s for s in manifest.item_features if not s.varlen]
+        raise FileNotFoundError(f"no {kind} records match {manifest.files[kind]} in {data_dir}")
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096)
     parts: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
     for batch in dataset:
@@ -38,10 +45,35 @@ def read_item_records(data_dir: str, manifest: schema.Manifest) -> dict[str, np.
         for name in parts:
             parts[name].append(parsed[name].numpy())
     arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
-    order = np.argsort(arrays[F.ITEM_ID])  # shards arrive in any order: sort by id for determinism
+    order = np.argsort(arrays[key])  # shards arrive in any order: sort by id for determinism
     arrays = {name: values[order] for name, values in arrays.items()}
-    arrays[F.ITEM_ID] = np.array([i.decode("utf-8") for i in arrays[F.ITEM_ID]], dtype=object)
+    for s in specs:
+        if s.dtype == "string":
+            arrays[s.name] = np.array([v.decode("utf-8") for v in arrays[s.name]], dtype=object)
     return arrays
+
+
+def read_user_table(data_dir: str, manifest: schema.Manifest):
+    """The `UserTable` of the dataset's user records (users.csv), or None when it has none."""
+    from tfrs_mm.models.user_features import UserTable
+
+    specs = list(manifest.user_features)
+    if "users" not in manifest.files or len(specs) <= 1:
+        return None
+    arrays = _read_records(data_dir, manifest, "users", specs, F.USER_ID)
+    masks = {F.presence_feature(s.name) for s in specs if s.dtype == "float32"}
+    categorical = [s.name for s in specs if s.dtype == "string" and s.name != F.USER_ID]
+    numeric = [s.name for s in specs if s.dtype == "float32"]
+    unexpected = [s.name for s in specs if s.name not in {F.USER_ID, *categorical, *numeric, *masks}]
+    if unexpected:
+        raise ValueError(f"user features {unexpected} are neither categorical, numeric nor presence masks")
+    return UserTable(
+        user_ids=arrays[F.USER_ID],
+        categorical={name: arrays[name] for name in categorical},
+        vocabularies={name: read_vocabulary(data_dir, manifest, name) for name in categorical},
+        numeric={name: arrays[name] for name in numeric},
+        numeric_present={name: arrays[F.presence_feature(name)].astype(bool) for name in numeric},
+    )
 
 
 def read_item_frequencies(data_dir: str, manifest: schema.Manifest) -> dict[str, int]:

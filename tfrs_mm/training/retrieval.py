@@ -3,7 +3,9 @@
 The workdir gets: `config.yaml` (the resolved config), `backup/` (a
 BackupAndRestore checkpoint, so a run killed mid-epoch resumes where it
 stopped when the same command runs again), `checkpoints/final` (weights, for
-evaluation, export and warm starts), `logs/` (TensorBoard) and `metrics.json`.
+evaluation, export and warm starts), `towers.json` (the towers' architecture and
+vocabularies, so the run can be rebuilt without its dataset), `logs/`
+(TensorBoard) and `metrics.json`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from tfrs_mm import config as config_lib
 from tfrs_mm import fileio, schema
 from tfrs_mm.training import data as data_lib
 from tfrs_mm.training.strategy import is_chief, make_strategy
+from tfrs_mm.training.warm_start import FINAL_CHECKPOINT, build_towers, save_towers, warm_start
 
 logger = logging.getLogger(__name__)
 
-FINAL_CHECKPOINT = "checkpoints/final"
 METRICS_FILE = "metrics.json"
 
 
@@ -34,6 +36,7 @@ class RetrievalData:
     train_item_ids: list[str]
     train_user_ids: list[str]
     frequencies: np.ndarray  # [num_items] train counts aligned to table.item_ids
+    user_table: object = None  # tfrs_mm.models.UserTable, or None when the dataset has no users.csv
 
 
 def load_retrieval_data(
@@ -52,7 +55,8 @@ def load_retrieval_data(
     frequencies = np.array([counts.get(i, 0) for i in table.item_ids], dtype=np.float64)
     train_items = [i for i in data_lib.read_vocabulary(data_dir, manifest, "item_id") if counts.get(i, 0) > 0]
     users = data_lib.read_vocabulary(data_dir, manifest, "user_id")
-    return RetrievalData(table, train_items, users, frequencies)
+    user_table = data_lib.read_user_table(data_dir, manifest)
+    return RetrievalData(table, train_items, users, frequencies, user_table)
 
 
 def effective_model_config(
@@ -70,7 +74,14 @@ def build_retrieval_model(model_config: config_lib.ModelConfig, data: RetrievalD
     """The two-tower model over `data`'s catalog and training vocabularies."""
     from tfrs_mm.models import build_retrieval_model as build
 
-    return build(data.table, data.train_item_ids, data.train_user_ids, model_config, data.frequencies)
+    return build(
+        data.table,
+        data.train_item_ids,
+        data.train_user_ids,
+        model_config,
+        data.frequencies,
+        user_table=data.user_table,
+    )
 
 
 def make_optimizer(train: config_lib.TrainConfig):
@@ -117,8 +128,10 @@ def train_retrieval(
     data = load_retrieval_data(data_dir, manifest, model_config.modalities)
     with strategy.scope():
         model = build_retrieval_model(model_config, data)
+        build_towers(model)
+        if config.train.warm_start_from:
+            warm_start(model, config.train.warm_start_from)
         model.compile(optimizer=make_optimizer(config.train))
-    _warm_start(model, config.train.warm_start_from)
     train_ds = data_lib.interaction_dataset(
         data_dir,
         manifest,
@@ -140,6 +153,7 @@ def train_retrieval(
     seconds = time.perf_counter() - start
     if is_chief():
         model.save_weights(fileio.join(workdir, FINAL_CHECKPOINT))
+        save_towers(model, workdir)
     examples = manifest.split.counts.get("train", 0) * len(history.epoch)
     timing = {
         "train_seconds": round(seconds, 2),
@@ -150,27 +164,6 @@ def train_retrieval(
         data,
         {"history": {k: [float(v) for v in vs] for k, vs in history.history.items()}, **timing},
     )
-
-
-def _warm_start(model, workdir: str) -> None:
-    """Initialises every variable from an earlier run's final weights.
-
-    Raises:
-        ValueError: if the earlier run's variables have other shapes (its
-            vocabularies differ); warm starts across changed vocabularies are
-            not supported yet.
-    """
-    if not workdir:
-        return
-    path = fileio.join(workdir, FINAL_CHECKPOINT)
-    try:
-        model.load_weights(path).assert_existing_objects_matched()
-    except (ValueError, AssertionError) as e:
-        raise ValueError(
-            f"cannot warm start from {path}: its variables do not match this model ({e}). "
-            "Warm starts need the same item, user and modality vocabularies."
-        ) from e
-    logger.info("warm start: restored %s", path)
 
 
 def write_metrics(workdir: str, metrics: dict) -> str:
