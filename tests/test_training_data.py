@@ -32,3 +32,16 @@ def test_interaction_dataset_batches_every_example_once(sample_dataset):
         assert batch["history"].shape[1:] == manifest.interaction_features[2].shape
         seen += int(batch["item_id"].shape[0])
     assert seen == manifest.split.counts["valid"]
+
+
+def test_shuffling_mixes_users_that_the_records_keep_together(sample_dataset):
+    data = str(sample_dataset / "data")
+    manifest = schema.read_manifest(data)
+
+    def users_in_first_batch(**kwargs):
+        batch = next(iter(interaction_dataset(data, manifest, "train", batch_size=64, **kwargs)))
+        return len(set(batch["user_id"].numpy().tolist()))
+
+    # About 80 users with ~30 train examples each: unshuffled, a batch holds 2-4 of them.
+    assert users_in_first_batch() <= 6
+    assert users_in_first_batch(shuffle=True, seed=1) >= 30

@@ -75,7 +75,9 @@ class TrainConfig:
     optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     num_logical_devices: int = 0  # >1 splits the CPU into logical devices for MirroredStrategy
-    shuffle_buffer: int = 10_000
+    # Records are written grouped by user, so a small buffer fills batches with a few users, whose other
+    # positives then act as in-batch negatives. 0 shuffles the whole split (exact, memory ~ split size).
+    shuffle_buffer: int = 0
     cache_dataset: bool = True  # cache parsed examples when they fit in memory
     checkpoint_every_steps: int = 200
     warm_start_from: str = ""  # workdir of an earlier run to initialise from

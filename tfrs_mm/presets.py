@@ -13,7 +13,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "data": {"history_length": 10, "text_max_tokens": 64, "min_user_interactions": 3},
         "model": {"embedding_dim": 32, "id_embedding_dim": 16, "ranker_dim": 32, "ranker_mlp": [64]},
-        "train": {"batch_size": 128, "epochs": 3, "shuffle_buffer": 2_000, "checkpoint_every_steps": 50},
+        "train": {"batch_size": 128, "epochs": 3, "checkpoint_every_steps": 50},
         "index": {"k": 50, "tune_queries": 200},
         "export": {"retrieval_k": 50},
     },

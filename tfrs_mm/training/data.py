@@ -99,6 +99,7 @@ def interaction_dataset(
     split: str,
     batch_size: int,
     *,
+    shuffle: bool = False,
     shuffle_buffer: int = 0,
     seed: int = 0,
     cache: bool = False,
@@ -108,6 +109,9 @@ def interaction_dataset(
 
     Parsing is parallel and the pipeline prefetches; `cache` keeps parsed
     examples in memory after the first epoch (for datasets that fit).
+    `shuffle` reshuffles every epoch over `shuffle_buffer` examples, 0 meaning
+    the whole split: the Beam job writes each user's examples together, and a
+    short buffer would fill a batch with a few users.
     """
     import tensorflow as tf
 
@@ -118,8 +122,10 @@ def interaction_dataset(
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
     if cache:
         dataset = dataset.cache()
-    if shuffle_buffer:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if shuffle:
+        # Records are grouped by user: only a buffer the size of the split gives uniform batches.
+        buffer = shuffle_buffer or manifest.split.counts.get(split, 0) or 100_000
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size, drop_remainder=False)

@@ -137,6 +137,7 @@ def train_retrieval(
         manifest,
         "train",
         config.train.batch_size,
+        shuffle=True,
         shuffle_buffer=config.train.shuffle_buffer,
         seed=config.train.seed,
         cache=config.train.cache_dataset,
