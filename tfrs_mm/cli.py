@@ -19,7 +19,6 @@ EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE = 0, 1, 2
 
 # Subcommands whose stage has not landed yet, and the issue that builds it.
 _NOT_BUILT = {
-    "train ranking": (5, "the cross-attention ranker"),
     "index": (6, "the ScaNN index"),
     "export": (6, "SavedModel export in TF Serving's layout"),
     "serve": (6, "the TF-Serving-compatible REST server"),
@@ -73,7 +72,7 @@ def _add_data_commands(sub) -> None:
 
 
 def _add_model_commands(sub) -> None:
-    p = sub.add_parser("train", help="train the retrieval model (the ranker: issue #5)")
+    p = sub.add_parser("train", help="train the retrieval model, then the ranker (same --workdir)")
     p.add_argument("model", choices=["retrieval", "ranking"])
     p.add_argument("--data", required=True)
     p.add_argument("--workdir", required=True)
@@ -151,15 +150,26 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    if args.model != "retrieval":
-        return _not_built(args)
     import logging
 
     from tfrs_mm.config import load_config
-    from tfrs_mm.training.retrieval import train_and_evaluate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = load_config(args.config, args.preset, args.overrides)
+    if args.model == "ranking":
+        from tfrs_mm.training.ranking import ranking_workdir, train_and_evaluate_ranking
+
+        try:
+            metrics = train_and_evaluate_ranking(config, args.data, args.workdir)
+        except FileNotFoundError as e:
+            print(f"tfrs-mm train ranking: {e}", file=sys.stderr)
+            return EXIT_INVALID
+        print(format_ranking(metrics))
+        out = ranking_workdir(args.workdir)
+        print(f"metrics: {out}/metrics.json; TensorBoard: tensorboard --logdir {out}/logs")
+        return EXIT_OK
+    from tfrs_mm.training.retrieval import train_and_evaluate
+
     metrics = train_and_evaluate(config, args.data, args.workdir)
     print(format_metrics(metrics))
     print(f"metrics: {args.workdir}/metrics.json; TensorBoard: tensorboard --logdir {args.workdir}/logs")
@@ -188,6 +198,33 @@ def format_metrics(metrics: dict) -> str:
     ]
     for name, result in metrics.get("ablation", {}).items():
         lines.append(f"  {name:<11} recall@10 {result['recall@10']:.4f}  ndcg@10 {result['ndcg@10']:.4f}")
+    if "ranking" in metrics:
+        lines.append(format_ranking(metrics["ranking"]))
+    return "\n".join(lines)
+
+
+def format_ranking(metrics: dict) -> str:
+    """Validation list metrics, retrieval vs retrieval + ranking, and explanation quality."""
+    lines = []
+    if "valid" in metrics:
+        valid = metrics["valid"]
+        lines.append(
+            f"ranker, valid lists: auc {valid['auc']:.4f}  ndcg@10 {valid['ndcg@10']:.4f}"
+            f"  mrr {valid['mrr']:.4f}"
+        )
+    two = metrics["two_stage"]
+    for name in ("retrieval", "retrieval+ranking"):
+        lines.append(
+            f"  {name:<17} recall@10 {two[name]['recall@10']:.4f}  ndcg@10 {two[name]['ndcg@10']:.4f}"
+            f"  (test users {two['users']:,}, top-{two['candidates']} candidates)"
+        )
+    explained = metrics.get("explanations")
+    if explained and explained.get("driver_attention") is not None:
+        lines.append(
+            f"  explanations: attention on the true driver item {explained['driver_attention']:.3f} "
+            f"(chance {explained['driver_attention_chance']:.3f}); weight of the true driver modality "
+            f"{explained['modality_weight']:.3f} (chance {explained['modality_weight_chance']:.3f})"
+        )
     return "\n".join(lines)
 
 
@@ -198,11 +235,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _not_built(args: argparse.Namespace) -> int:
-    command = "train ranking" if args.command == "train" else args.command
+    command = args.command
     issue, what = _NOT_BUILT[command]
     print(
         f"tfrs-mm {command}: {what} is not built yet (tracked in issue #{issue}). The stages available now "
-        "are generate-sample, load-dataset, validate, preprocess, train retrieval, evaluate and demo.",
+        "are generate-sample, load-dataset, validate, preprocess, train, evaluate and demo.",
         file=sys.stderr,
     )
     return EXIT_UNAVAILABLE

@@ -183,10 +183,7 @@ class ItemTower(tf.keras.layers.Layer):
         # distinct): encode each distinct id once and gather. In training, modality dropout
         # therefore drops a token for every occurrence of an item within one step.
         unique_ids, positions = tf.unique(tf.reshape(item_ids, [-1]))
-        tokens, mask = self._tokens(unique_ids)
-        mask = self._apply_ablation(mask, active_modalities)
-        if training:
-            mask = self._modality_dropout(mask)
+        tokens, mask = self._masked_tokens(unique_ids, training, active_modalities)
         fused, weights = self.fusion_layer(tokens, mask, return_weights=True)
         vectors = tf.gather(tf.math.l2_normalize(fused, axis=-1), positions)
         weights = tf.gather(weights, positions)
@@ -195,6 +192,40 @@ class ItemTower(tf.keras.layers.Layer):
         if not return_weights:
             return vectors
         return vectors, tf.reshape(weights, tf.concat([out_shape, [len(self.token_names)]], axis=0))
+
+    def tokens(
+        self,
+        item_ids: tf.Tensor,
+        training: bool | None = None,
+        active_modalities: Sequence[str] | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The unfused tokens of item ids, for models that attend over modalities (the ranker).
+
+        Args:
+            item_ids: [...] string ids, any shape.
+            training: Enables modality dropout.
+            active_modalities: Ablation, as in `call`.
+
+        Returns:
+            Tokens [..., T, embedding_dim] (T = 1 + modalities, in `token_names` order)
+            and their float mask [..., T] (1 where present and kept).
+        """
+        item_ids = tf.convert_to_tensor(item_ids, tf.string)
+        unique_ids, positions = tf.unique(tf.reshape(item_ids, [-1]))
+        tokens, mask = self._masked_tokens(unique_ids, training, active_modalities)
+        out_shape = tf.shape(item_ids)
+        count = len(self.token_names)
+        tokens = tf.reshape(
+            tf.gather(tokens, positions), tf.concat([out_shape, [count, self.embedding_dim]], axis=0)
+        )
+        return tokens, tf.reshape(tf.gather(mask, positions), tf.concat([out_shape, [count]], axis=0))
+
+    def _masked_tokens(self, flat_ids: tf.Tensor, training, active_modalities) -> tuple[tf.Tensor, tf.Tensor]:
+        tokens, mask = self._tokens(flat_ids)
+        mask = self._apply_ablation(mask, active_modalities)
+        if training:
+            mask = self._modality_dropout(mask)
+        return tokens, mask
 
     def _tokens(self, flat_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """[n] ids → tokens [n, 1 + M, D] and mask [n, 1 + M] float."""

@@ -226,8 +226,22 @@ def evaluate_workdir(data_dir: str, workdir: str, report_dir: str | None = None)
         with fileio.open_file(path) as f:
             previous = json.load(f)
     metrics = {**previous, **evaluate_trained(model, data, data_dir, manifest)}
+    ranking = _evaluate_ranker_if_trained(model, data, data_dir, manifest, workdir)
+    if ranking:
+        metrics["ranking"] = ranking
     write_metrics(workdir, metrics)
     if report_dir:
         history = metrics.get("training", {}).get("history")
         write_report(metrics["test"], history=history, ablation=metrics.get("ablation"), out_dir=report_dir)
     return metrics
+
+
+def _evaluate_ranker_if_trained(model, data, data_dir: str, manifest, workdir: str) -> dict | None:
+    """Two-stage metrics and explanation quality when `workdir/ranking` holds a trained ranker."""
+    from tfrs_mm.training import ranking
+
+    if not fileio.exists(fileio.join(ranking.ranking_workdir(workdir), ranking.RANKER_FILE)):
+        return None
+    config = config_lib.load_config(fileio.join(ranking.ranking_workdir(workdir), config_lib.CONFIG_FILE))
+    ranker = ranking.load_ranker(workdir)
+    return ranking.evaluate_ranking(model, ranker, data, data_dir, manifest, config.export.retrieval_k)

@@ -1,0 +1,155 @@
+"""The cross-attention ranker: scores (user, history, candidates) and says why.
+
+Built from swappable parts, in the manner of TFRS's experimental `Ranking`
+model: a token encoder (an `ItemTower` of its own, used both for candidate
+tokens and for fused history vectors), a cross-attention layer from candidate
+tokens to history items, an attention across the candidate's modality tokens,
+a user embedding, and an MLP head.
+
+Explanations: `history_attention` [B, C, H] is the history attention of each
+candidate token averaged over heads and weighted by that token's modality
+weight, so per candidate it sums to 1 over the non-padding history items (0
+everywhere when the history is empty); `modality_weights` [B, C, T] sums to 1
+over the candidate's present tokens (`id`, then the modalities).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from tfrs_mm.models._masking import masked_softmax
+from tfrs_mm.models.item_tower import ItemTower
+from tfrs_mm.schema.features import PADDING_ID
+
+SCORES, HISTORY_ATTENTION, MODALITY_WEIGHTS = "scores", "history_attention", "modality_weights"
+
+
+class CrossAttentionRanker(tf.keras.layers.Layer):
+    """(user_id [B], history [B, H], candidate_ids [B, C]) → scores and explanations.
+
+    Args:
+        item_tower: Token encoder for candidates and history (its own weights,
+            width `item_tower.embedding_dim`).
+        train_user_ids: Users with a learned embedding; others share an OOV row.
+        num_heads: Heads of the cross-attention.
+        mlp: Hidden widths of the scoring head.
+        user_embedding_dim: Width of the user embedding.
+        dropout: Dropout in the attention and the head, in training.
+        **kwargs: Base layer arguments.
+    """
+
+    def __init__(
+        self,
+        item_tower: ItemTower,
+        train_user_ids: Sequence[str],
+        num_heads: int = 4,
+        mlp: Sequence[int] = (128, 64),
+        user_embedding_dim: int = 32,
+        dropout: float = 0.1,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.item_tower = item_tower
+        self.train_user_ids = [str(u) for u in train_user_ids]
+        self.num_heads = num_heads
+        self.mlp = tuple(int(w) for w in mlp)
+        self.user_embedding_dim = user_embedding_dim
+        self.dropout = dropout
+        dim = item_tower.embedding_dim
+        self.user_lookup = tf.keras.layers.StringLookup(
+            vocabulary=self.train_user_ids, num_oov_indices=1, mask_token=None, name="ranker_user_lookup"
+        )
+        self.user_embedding = tf.keras.layers.Embedding(
+            1 + len(self.train_user_ids), user_embedding_dim, name="ranker_user_embedding"
+        )
+        self.cross_attention = tf.keras.layers.MultiHeadAttention(
+            num_heads, key_dim=max(dim // num_heads, 1), dropout=dropout, name="cross_attention"
+        )
+        self.modality_hidden = tf.keras.layers.Dense(dim, activation="tanh", name="modality_hidden")
+        self.modality_logit = tf.keras.layers.Dense(1, use_bias=False, name="modality_logit")
+        self.head = [
+            tf.keras.layers.Dense(w, activation="relu", name=f"head_{i}") for i, w in enumerate(self.mlp)
+        ]
+        self.head_dropout = tf.keras.layers.Dropout(dropout)
+        self.score = tf.keras.layers.Dense(1, name="score")
+
+    def call(
+        self, user_id: tf.Tensor, history: tf.Tensor, candidate_ids: tf.Tensor, training: bool | None = None
+    ) -> dict[str, tf.Tensor]:
+        """Scores candidates.
+
+        Args:
+            user_id: [B] string.
+            history: [B, H] string item ids, padded with `PADDING_ID`.
+            candidate_ids: [B, C] string item ids.
+            training: Enables dropout and modality dropout.
+
+        Returns:
+            `scores` [B, C] logits, `history_attention` [B, C, H], `modality_weights` [B, C, T].
+        """
+        history = tf.convert_to_tensor(history, tf.string)
+        candidate_ids = tf.convert_to_tensor(candidate_ids, tf.string)
+        tokens, token_mask = self.item_tower.tokens(candidate_ids, training=training)  # [B,C,T,D], [B,C,T]
+        history_vectors = self.item_tower(history, training=training)  # [B, H, D]
+        history_mask = tf.not_equal(history, PADDING_ID)
+        context, attention = self._attend(tokens, history_vectors, history_mask, training)
+        features = tf.concat([tokens, context, tokens * context], axis=-1)
+        logits = tf.squeeze(self.modality_logit(self.modality_hidden(features)), -1)  # [B, C, T]
+        weights = masked_softmax(logits, token_mask > 0)
+        pooled = tf.einsum("bct,bctd->bcd", weights, tf.concat([tokens, context], axis=-1))
+        history_attention = tf.einsum("bct,bcth->bch", weights, attention)
+        user = self.user_embedding(self.user_lookup(user_id))  # [B, U]
+        user = tf.broadcast_to(
+            user[:, None, :], tf.concat([tf.shape(pooled)[:2], [self.user_embedding_dim]], 0)
+        )
+        hidden = tf.concat([pooled, user], axis=-1)
+        for layer in self.head:
+            hidden = self.head_dropout(layer(hidden), training=training)
+        scores = tf.squeeze(self.score(hidden), -1)
+        return {SCORES: scores, HISTORY_ATTENTION: history_attention, MODALITY_WEIGHTS: weights}
+
+    def _attend(self, tokens, history_vectors, history_mask, training):
+        """Cross-attention of every candidate token to the history: context [B,C,T,D], weights [B,C,T,H]."""
+        shape = tf.shape(tokens)
+        batch, candidates, count, dim = shape[0], shape[1], shape[2], shape[3]
+        queries = tf.reshape(tokens, [batch, candidates * count, dim])
+        mask = tf.broadcast_to(
+            history_mask[:, None, :], [batch, candidates * count, tf.shape(history_mask)[1]]
+        )
+        context, scores = self.cross_attention(
+            queries, history_vectors, attention_mask=mask, return_attention_scores=True, training=training
+        )
+        # Keras gives an all-masked row uniform weights over padding: zero them, and its context.
+        has_history = tf.cast(tf.reduce_any(history_mask, axis=-1), context.dtype)[:, None, None]
+        scores = tf.reduce_mean(scores, axis=1) * tf.cast(mask, scores.dtype)  # mean over heads
+        total = tf.reduce_sum(scores, axis=-1, keepdims=True)
+        scores = tf.math.divide_no_nan(scores, total)
+        context = context * has_history
+        length = tf.shape(history_mask)[1]
+        return (
+            tf.reshape(context, [batch, candidates, count, -1]),
+            tf.reshape(scores, [batch, candidates, count, length]),
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "item_tower": tf.keras.layers.serialize(self.item_tower),
+            "train_user_ids": list(self.train_user_ids),
+            "num_heads": self.num_heads,
+            "mlp": list(self.mlp),
+            "user_embedding_dim": self.user_embedding_dim,
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> CrossAttentionRanker:
+        config = dict(config)
+        if isinstance(config["item_tower"], dict):
+            config["item_tower"] = tf.keras.layers.deserialize(
+                config["item_tower"], custom_objects={"ItemTower": ItemTower}
+            )
+        return cls(**config)

@@ -1,0 +1,227 @@
+"""`train_ranking(config, data_dir, workdir)`: the cross-attention ranker, second stage after retrieval.
+
+`workdir` is the retrieval run's workdir (its model supplies hard negatives);
+the ranker's own files go to `workdir/ranking/`: `config.yaml`, `backup/`
+(BackupAndRestore), `checkpoints/final`, `ranker.json` (its architecture and
+vocabularies), TensorBoard `logs/` and `metrics.json` (training history and
+validation AUC / NDCG@10 / MRR over fixed lists).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+
+import numpy as np
+
+from tfrs_mm import config as config_lib
+from tfrs_mm import fileio, schema
+from tfrs_mm.training import data as data_lib
+from tfrs_mm.training import ranking_data
+from tfrs_mm.training.retrieval import (
+    effective_model_config,
+    load_retrieval_data,
+    make_optimizer,
+    write_metrics,
+)
+from tfrs_mm.training.strategy import is_chief, make_strategy
+from tfrs_mm.training.warm_start import FINAL_CHECKPOINT, TOWERS_FILE, load_towers_model
+
+logger = logging.getLogger(__name__)
+
+RANKING_DIR = "ranking"
+RANKER_FILE = "ranker.json"
+
+
+def ranking_workdir(workdir: str) -> str:
+    return fileio.join(workdir, RANKING_DIR)
+
+
+def load_retrieval_for_ranking(workdir: str):
+    """The trained retrieval model of `workdir`, or a clear error if there is none."""
+    if not fileio.exists(fileio.join(workdir, TOWERS_FILE)):
+        raise FileNotFoundError(
+            f"{workdir} holds no trained retrieval model ({TOWERS_FILE} is missing): "
+            "run `tfrs-mm train retrieval` with this --workdir first; the ranker learns from its candidates"
+        )
+    return load_towers_model(workdir)
+
+
+def make_sampler(
+    config: config_lib.Config, retrieval, data, data_dir: str, manifest
+) -> ranking_data.NegativeSampler:
+    users, hard = ranking_data.hard_negatives(
+        retrieval, data_dir, manifest, data.table.item_ids, k=config.export.retrieval_k
+    )
+    return ranking_data.NegativeSampler(
+        users=users,
+        hard=hard,
+        catalog=np.asarray(data.table.item_ids, dtype=object),
+        popularity=np.maximum(data.frequencies, 0.5),
+        num_negatives=config.model.ranking_negatives,
+        hard_fraction=config.model.hard_negative_fraction,
+    )
+
+
+def list_dataset(data_dir, manifest, split, config, sampler, shuffle: bool):
+    base = data_lib.interaction_dataset(
+        data_dir,
+        manifest,
+        split,
+        config.train.batch_size,
+        shuffle=shuffle,
+        shuffle_buffer=config.train.shuffle_buffer,
+        seed=config.train.seed,
+        cache=shuffle and config.train.cache_dataset,
+    )
+    return ranking_data.add_candidates(base, sampler)
+
+
+def _callbacks(workdir: str, train: config_lib.TrainConfig) -> list:
+    import tensorflow as tf
+
+    return [
+        tf.keras.callbacks.BackupAndRestore(
+            fileio.join(workdir, "backup"), save_freq=train.checkpoint_every_steps, delete_checkpoint=False
+        ),
+        tf.keras.callbacks.TensorBoard(fileio.join(workdir, "logs"), update_freq="epoch"),
+        tf.keras.callbacks.TerminateOnNaN(),
+    ]
+
+
+def build_ranking(model_config, data):
+    from tfrs_mm.models.ranking import build_ranking_model
+
+    model = build_ranking_model(data.table, data.train_item_ids, data.train_user_ids, model_config)
+    build_ranker(model.ranker)
+    return model
+
+
+def build_ranker(ranker) -> None:
+    """Creates every ranker weight by scoring a one-candidate list."""
+    import tensorflow as tf
+
+    ranker(tf.constant([""]), tf.constant([[""]]), tf.constant([[""]]))
+
+
+def train_ranking(config: config_lib.Config, data_dir: str, workdir: str, verbose: bool = True):
+    """Trains the ranker on lists built with `workdir`'s retrieval model; returns (model, data, metrics)."""
+    strategy = make_strategy(config.train)
+    retrieval = load_retrieval_for_ranking(workdir)
+    manifest = schema.read_manifest(data_dir)
+    model_config = effective_model_config(config.model, manifest)
+    out = ranking_workdir(workdir)
+    if is_chief():
+        config_lib.save_config(dataclasses.replace(config, model=model_config), out)
+    data = load_retrieval_data(data_dir, manifest, model_config.modalities)
+    sampler = make_sampler(config, retrieval, data, data_dir, manifest)
+    with strategy.scope():
+        model = build_ranking(model_config, data)
+        model.compile(optimizer=make_optimizer(config.train))
+    train_ds = list_dataset(data_dir, manifest, "train", config, sampler, shuffle=True)
+    valid = ranking_data.fixed_lists(
+        list_dataset(data_dir, manifest, "valid", config, sampler, shuffle=False)
+    )
+    callbacks = _callbacks(out, config.train)
+    if verbose:
+        import tensorflow as tf
+
+        callbacks.append(tf.keras.callbacks.ProgbarLogger(count_mode="steps"))
+    start = time.perf_counter()
+    history = model.fit(train_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=0)
+    seconds = time.perf_counter() - start
+    metrics = {
+        "training": {
+            "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+            "train_seconds": round(seconds, 2),
+            "lists_per_second": round(
+                manifest.split.counts.get("train", 0) * len(history.epoch) / seconds, 1
+            ),
+        },
+        "valid": score_lists(model.ranker, valid),
+    }
+    if is_chief():
+        model.save_weights(fileio.join(out, FINAL_CHECKPOINT))
+        save_ranker(model.ranker, out)
+        write_metrics(out, metrics)
+    logger.info("ranker valid: %s", metrics["valid"])
+    return model, data, metrics
+
+
+def score_lists(ranker, lists: dict[str, np.ndarray], batch: int = 512) -> dict[str, float]:
+    """AUC, NDCG@10 and MRR of the ranker on fixed lists."""
+    import tensorflow as tf
+
+    from tfrs_mm.evaluation.list_metrics import list_metrics
+    from tfrs_mm.models.ranker import SCORES
+    from tfrs_mm.schema import features as F
+
+    scores = []
+    for i in range(0, len(lists[F.USER_ID]), batch):
+        part = ranker(
+            tf.constant(lists[F.USER_ID][i : i + batch]),
+            tf.constant(lists[F.HISTORY][i : i + batch]),
+            tf.constant(lists[ranking_data.CANDIDATE_IDS][i : i + batch]),
+        )
+        scores.append(part[SCORES].numpy())
+    return list_metrics(np.concatenate(scores), lists[ranking_data.LABELS], ks=(10,))
+
+
+def save_ranker(ranker, out: str) -> str:
+    import tensorflow as tf
+
+    path = fileio.join(out, RANKER_FILE)
+    with fileio.open_file(path, "w") as f:
+        json.dump(tf.keras.layers.serialize(ranker), f)
+    return path
+
+
+def load_ranker(workdir: str):
+    """The trained ranker of a retrieval workdir (`workdir/ranking/`), rebuilt from its files."""
+    import tensorflow as tf
+
+    from tfrs_mm.models import ItemTower
+    from tfrs_mm.models.ranker import CrossAttentionRanker
+
+    out = ranking_workdir(workdir)
+    if not fileio.exists(fileio.join(out, RANKER_FILE)):
+        raise FileNotFoundError(f"no trained ranker in {out}: run `tfrs-mm train ranking` first")
+    with fileio.open_file(fileio.join(out, RANKER_FILE)) as f:
+        spec = json.load(f)
+    ranker = tf.keras.layers.deserialize(
+        spec, custom_objects={"CrossAttentionRanker": CrossAttentionRanker, "ItemTower": ItemTower}
+    )
+    build_ranker(ranker)
+    checkpoint = tf.train.Checkpoint(ranker=ranker)
+    checkpoint.read(fileio.join(out, FINAL_CHECKPOINT)).expect_partial()
+    return ranker
+
+
+def evaluate_ranking(retrieval_model, ranker, data, data_dir: str, manifest, k: int) -> dict:
+    """Two-stage test metrics (retrieval alone vs retrieval + ranking) and explanation quality."""
+    from tfrs_mm.evaluation import retrieval_eval
+    from tfrs_mm.evaluation.explanations import explanation_quality
+    from tfrs_mm.evaluation.two_stage import evaluate_two_stage
+
+    catalog = list(data.table.item_ids)
+    truth = retrieval_eval.load_eval_split(data_dir, manifest, catalog, "test")
+    out = {"two_stage": evaluate_two_stage(retrieval_model, ranker, catalog, truth, k=k)}
+    quality = explanation_quality(ranker, data_dir, manifest)
+    if quality is not None:
+        out["explanations"] = quality
+    return out
+
+
+def train_and_evaluate_ranking(config: config_lib.Config, data_dir: str, workdir: str, verbose: bool = True):
+    """`tfrs-mm train ranking`: trains the ranker, evaluates both stages, writes `ranking/metrics.json`."""
+    model, data, metrics = train_ranking(config, data_dir, workdir, verbose=verbose)
+    manifest = schema.read_manifest(data_dir)
+    retrieval = load_retrieval_for_ranking(workdir)
+    metrics.update(
+        evaluate_ranking(retrieval, model.ranker, data, data_dir, manifest, config.export.retrieval_k)
+    )
+    if is_chief():
+        write_metrics(ranking_workdir(workdir), metrics)
+    return metrics
