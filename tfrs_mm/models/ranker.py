@@ -1,16 +1,19 @@
 """The cross-attention ranker: scores (user, history, candidates) and says why.
 
 Built from swappable parts, in the manner of TFRS's experimental `Ranking`
-model: a token encoder (an `ItemTower` of its own, used both for candidate
-tokens and for fused history vectors), a cross-attention layer from candidate
-tokens to history items, an attention across the candidate's modality tokens,
-a user embedding, and an MLP head.
+model: a token encoder (an `ItemTower` of its own: id, text, image and audio
+tokens of candidates and history items), a modality-aligned cross-attention
+(the candidate's text token attends to the history items' text tokens, its
+image token to their images, and so on, so "this poster looks like that
+poster" is one attention weight), an attention across the candidate's
+modality tokens, a user embedding, and an MLP head.
 
-Explanations: `history_attention` [B, C, H] is the history attention of each
-candidate token averaged over heads and weighted by that token's modality
-weight, so per candidate it sums to 1 over the non-padding history items (0
-everywhere when the history is empty); `modality_weights` [B, C, T] sums to 1
-over the candidate's present tokens (`id`, then the modalities).
+Explanations: `history_attention` [B, C, H] is each candidate token's history
+attention, averaged over heads and weighted by that token's modality weight
+(over the tokens that had history to attend to), so per candidate it sums to 1
+over the non-padding history items (0 everywhere when the history is empty);
+`modality_weights` [B, C, T] sums to 1 over the candidate's present tokens
+(`id`, then the modalities).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         mlp: Hidden widths of the scoring head.
         user_embedding_dim: Width of the user embedding.
         dropout: Dropout in the attention and the head, in training.
+        max_history: Longest history with its own recency vector (older items share the last).
         **kwargs: Base layer arguments.
     """
 
@@ -49,6 +53,7 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         mlp: Sequence[int] = (128, 64),
         user_embedding_dim: int = 32,
         dropout: float = 0.1,
+        max_history: int = 200,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -68,7 +73,11 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         self.cross_attention = tf.keras.layers.MultiHeadAttention(
             num_heads, key_dim=max(dim // num_heads, 1), dropout=dropout, name="cross_attention"
         )
-        self.modality_hidden = tf.keras.layers.Dense(dim, activation="tanh", name="modality_hidden")
+        # Recency: a learned vector per position from the end of the history, added to the keys.
+        self.max_history = max_history
+        self.recency = tf.keras.layers.Embedding(max_history, dim, name="recency")
+        self.modality_hidden = tf.keras.layers.Dense(dim, name="modality_hidden")
+        self.modality_user = tf.keras.layers.Dense(dim, use_bias=False, name="modality_user")
         self.modality_logit = tf.keras.layers.Dense(1, use_bias=False, name="modality_logit")
         self.head = [
             tf.keras.layers.Dense(w, activation="relu", name=f"head_{i}") for i, w in enumerate(self.mlp)
@@ -93,15 +102,22 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         history = tf.convert_to_tensor(history, tf.string)
         candidate_ids = tf.convert_to_tensor(candidate_ids, tf.string)
         tokens, token_mask = self.item_tower.tokens(candidate_ids, training=training)  # [B,C,T,D], [B,C,T]
-        history_vectors = self.item_tower(history, training=training)  # [B, H, D]
-        history_mask = tf.not_equal(history, PADDING_ID)
-        context, attention = self._attend(tokens, history_vectors, history_mask, training)
-        features = tf.concat([tokens, context, tokens * context], axis=-1)
-        logits = tf.squeeze(self.modality_logit(self.modality_hidden(features)), -1)  # [B, C, T]
-        weights = masked_softmax(logits, token_mask > 0)
-        pooled = tf.einsum("bct,bctd->bcd", weights, tf.concat([tokens, context], axis=-1))
-        history_attention = tf.einsum("bct,bcth->bch", weights, attention)
+        history_tokens, history_token_mask = self.item_tower.tokens(history, training=training)  # [B,H,T,..]
+        history_mask = tf.logical_and(tf.not_equal(history, PADDING_ID)[..., None], history_token_mask > 0)
+        context, attention = self._attend(tokens, history_tokens, history_mask, training)
         user = self.user_embedding(self.user_lookup(user_id))  # [B, U]
+        features = tf.concat([tokens, context, tokens * context], axis=-1)
+        # Which modality matters depends on the user (some choose by look, some by sound).
+        hidden = tf.tanh(self.modality_hidden(features) + self.modality_user(user)[:, None, None, :])
+        logits = tf.squeeze(self.modality_logit(hidden), -1)  # [B, C, T]
+        weights = masked_softmax(logits, token_mask > 0)
+        pooled = tf.einsum("bct,bctd->bcd", weights, features)
+        # Tokens with nothing to attend to carry no attention: renormalise over those that do.
+        attended = tf.cast(tf.reduce_sum(attention, axis=-1) > 0, weights.dtype)
+        history_attention = tf.math.divide_no_nan(
+            tf.einsum("bct,bcth->bch", weights * attended, attention),
+            tf.reduce_sum(weights * attended, axis=-1, keepdims=True),
+        )
         user = tf.broadcast_to(
             user[:, None, :], tf.concat([tf.shape(pooled)[:2], [self.user_embedding_dim]], 0)
         )
@@ -111,28 +127,38 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         scores = tf.squeeze(self.score(hidden), -1)
         return {SCORES: scores, HISTORY_ATTENTION: history_attention, MODALITY_WEIGHTS: weights}
 
-    def _attend(self, tokens, history_vectors, history_mask, training):
-        """Cross-attention of every candidate token to the history: context [B,C,T,D], weights [B,C,T,H]."""
+    def _attend(self, tokens, history_tokens, history_mask, training):
+        """Modality-aligned cross-attention: candidate token t attends to the history's tokens t.
+
+        Args:
+            tokens: [B, C, T, D] candidate tokens.
+            history_tokens: [B, H, T, D] history item tokens.
+            history_mask: [B, H, T] bool, history item present and has token t.
+
+        Returns:
+            context [B, C, T, D] and attention weights [B, C, T, H] (mean over heads; zero
+            where masked, all zero where token t has no history to attend to).
+        """
         shape = tf.shape(tokens)
         batch, candidates, count, dim = shape[0], shape[1], shape[2], shape[3]
-        queries = tf.reshape(tokens, [batch, candidates * count, dim])
-        mask = tf.broadcast_to(
-            history_mask[:, None, :], [batch, candidates * count, tf.shape(history_mask)[1]]
-        )
+        length = tf.shape(history_tokens)[1]
+        # Fold (batch, token) into one batch axis: [B*T, C, D] queries over [B*T, H, D] keys.
+        queries = tf.reshape(tf.transpose(tokens, [0, 2, 1, 3]), [batch * count, candidates, dim])
+        values = tf.reshape(tf.transpose(history_tokens, [0, 2, 1, 3]), [batch * count, length, dim])
+        from_end = tf.minimum(tf.range(length - 1, -1, -1), self.max_history - 1)  # 0 = most recent
+        keys = values + self.recency(from_end)[None]
+        key_mask = tf.reshape(tf.transpose(history_mask, [0, 2, 1]), [batch * count, 1, length])
+        mask = tf.broadcast_to(key_mask, [batch * count, candidates, length])
         context, scores = self.cross_attention(
-            queries, history_vectors, attention_mask=mask, return_attention_scores=True, training=training
+            queries, values, key=keys, attention_mask=mask, return_attention_scores=True, training=training
         )
         # Keras gives an all-masked row uniform weights over padding: zero them, and its context.
-        has_history = tf.cast(tf.reduce_any(history_mask, axis=-1), context.dtype)[:, None, None]
         scores = tf.reduce_mean(scores, axis=1) * tf.cast(mask, scores.dtype)  # mean over heads
-        total = tf.reduce_sum(scores, axis=-1, keepdims=True)
-        scores = tf.math.divide_no_nan(scores, total)
-        context = context * has_history
-        length = tf.shape(history_mask)[1]
-        return (
-            tf.reshape(context, [batch, candidates, count, -1]),
-            tf.reshape(scores, [batch, candidates, count, length]),
-        )
+        scores = tf.math.divide_no_nan(scores, tf.reduce_sum(scores, axis=-1, keepdims=True))
+        context = context * tf.cast(tf.reduce_any(mask, axis=-1, keepdims=True), context.dtype)
+        context = tf.transpose(tf.reshape(context, [batch, count, candidates, -1]), [0, 2, 1, 3])
+        scores = tf.transpose(tf.reshape(scores, [batch, count, candidates, length]), [0, 2, 1, 3])
+        return context, scores
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -143,6 +169,7 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
             "mlp": list(self.mlp),
             "user_embedding_dim": self.user_embedding_dim,
             "dropout": self.dropout,
+            "max_history": self.max_history,
         }
 
     @classmethod
