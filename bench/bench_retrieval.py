@@ -624,7 +624,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--tutorial-epochs", type=int, default=10)
     parser.add_argument("--tutorial-history", type=int, default=50)
-    parser.add_argument("--ml1m-epochs", type=int, default=3)
+    parser.add_argument("--ml1m-epochs", type=int, default=10)
     parser.add_argument("--cold-epochs", type=int, default=3)
     parser.add_argument("--lastfm-epochs", type=int, default=10)
     parser.add_argument("--tp-epochs", type=int, default=2)

@@ -99,3 +99,24 @@ def test_train_ranking_without_a_retrieval_model_is_a_clear_error(sample_dataset
     assert "train retrieval" in capsys.readouterr().err
     assert not (tmp_path / "ranking" / "checkpoints").exists()
     assert ranking_workdir(str(tmp_path)).endswith("ranking")
+
+
+def test_ranking_trains_under_mirrored_strategy_on_two_logical_cpus(ranked, sample_dataset, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    workdir, _ = ranked
+    for name in ("towers.json", "config.yaml", "checkpoints"):
+        source = workdir / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    sets = [*FAST, "train.epochs=1", "train.strategy=mirrored", "train.num_logical_devices=2"]
+    args = ["train", "ranking", "--data", str(sample_dataset / "data"), "--workdir", str(tmp_path)]
+    args += ["--preset", "demo", *[x for s in sets for x in ("--set", s)]]
+    code = "import sys; from tfrs_mm.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy over 2 replicas" in result.stderr
+    with open(tmp_path / "ranking" / "metrics.json") as f:
+        metrics = json.load(f)
+    assert len(metrics["training"]["history"]["loss"]) == 1 and metrics["two_stage"]["users"] > 0

@@ -109,6 +109,9 @@ def build_ranker(ranker) -> None:
 def train_ranking(config: config_lib.Config, data_dir: str, workdir: str, verbose: bool = True):
     """Trains the ranker on lists built with `workdir`'s retrieval model; returns (model, data, metrics)."""
     strategy = make_strategy(config.train)
+    logger.info(
+        "training the ranker with %s over %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync
+    )
     retrieval = load_retrieval_for_ranking(workdir)
     manifest = schema.read_manifest(data_dir)
     model_config = effective_model_config(config.model, manifest)
