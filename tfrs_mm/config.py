@@ -63,6 +63,8 @@ class ModelConfig:
     ranking_loss: Literal["pointwise", "listwise"] = "listwise"
     ranking_negatives: int = 9
     hard_negative_fraction: float = 0.5  # rest are popularity-sampled
+    # Hard negatives skip retrieval's top ranks: they hold the user's held-out items (false negatives).
+    hard_negative_skip: int = 10
 
 
 @dataclasses.dataclass(frozen=True)

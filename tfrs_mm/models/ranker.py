@@ -25,6 +25,8 @@ import tensorflow as tf
 
 from tfrs_mm.models._masking import masked_softmax
 from tfrs_mm.models.item_tower import ItemTower
+from tfrs_mm.models.query_tower import QueryTower
+from tfrs_mm.models.user_features import UserFeatures
 from tfrs_mm.schema.features import PADDING_ID
 
 SCORES, HISTORY_ATTENTION, MODALITY_WEIGHTS = "scores", "history_attention", "modality_weights"
@@ -42,6 +44,12 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         user_embedding_dim: Width of the user embedding.
         dropout: Dropout in the attention and the head, in training.
         max_history: Longest history with its own recency vector (older items share the last).
+        retrieval_tower: Optional trained retrieval `QueryTower` (with its item tower), frozen.
+            When given, the score is the retrieval logit (query · candidate / temperature)
+            plus the ranker's learned correction, which starts at zero: an untrained ranker
+            keeps retrieval's order, and training moves away from it only where that lowers
+            the loss on the ranker's lists.
+        retrieval_temperature: The retrieval model's softmax temperature.
         **kwargs: Base layer arguments.
     """
 
@@ -54,6 +62,8 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         user_embedding_dim: int = 32,
         dropout: float = 0.1,
         max_history: int = 200,
+        retrieval_tower: QueryTower | None = None,
+        retrieval_temperature: float = 0.05,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -83,7 +93,11 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
             tf.keras.layers.Dense(w, activation="relu", name=f"head_{i}") for i, w in enumerate(self.mlp)
         ]
         self.head_dropout = tf.keras.layers.Dropout(dropout)
-        self.score = tf.keras.layers.Dense(1, name="score")
+        self.score = tf.keras.layers.Dense(1, kernel_initializer="zeros", name="score")
+        self.retrieval_tower = retrieval_tower
+        self.retrieval_temperature = retrieval_temperature
+        if retrieval_tower is not None:
+            retrieval_tower.trainable = False
 
     def call(
         self, user_id: tf.Tensor, history: tf.Tensor, candidate_ids: tf.Tensor, training: bool | None = None
@@ -125,7 +139,15 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         for layer in self.head:
             hidden = self.head_dropout(layer(hidden), training=training)
         scores = tf.squeeze(self.score(hidden), -1)
+        if self.retrieval_tower is not None:
+            scores += self._retrieval_logits(user_id, history, candidate_ids)
         return {SCORES: scores, HISTORY_ATTENTION: history_attention, MODALITY_WEIGHTS: weights}
+
+    def _retrieval_logits(self, user_id, history, candidate_ids) -> tf.Tensor:
+        """[B, C] the frozen retrieval model's logits for the candidates."""
+        query = self.retrieval_tower(user_id, history, training=False)
+        candidates = self.retrieval_tower.item_tower(candidate_ids, training=False)
+        return tf.einsum("bd,bcd->bc", query, candidates) / self.retrieval_temperature
 
     def _attend(self, tokens, history_tokens, history_mask, training):
         """Modality-aligned cross-attention: candidate token t attends to the history's tokens t.
@@ -170,13 +192,17 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
             "user_embedding_dim": self.user_embedding_dim,
             "dropout": self.dropout,
             "max_history": self.max_history,
+            "retrieval_tower": (
+                tf.keras.layers.serialize(self.retrieval_tower) if self.retrieval_tower is not None else None
+            ),
+            "retrieval_temperature": self.retrieval_temperature,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CrossAttentionRanker:
         config = dict(config)
-        if isinstance(config["item_tower"], dict):
-            config["item_tower"] = tf.keras.layers.deserialize(
-                config["item_tower"], custom_objects={"ItemTower": ItemTower}
-            )
+        custom = {"ItemTower": ItemTower, "QueryTower": QueryTower, "UserFeatures": UserFeatures}
+        for key in ("item_tower", "retrieval_tower"):
+            if isinstance(config.get(key), dict):
+                config[key] = tf.keras.layers.deserialize(config[key], custom_objects=custom)
         return cls(**config)

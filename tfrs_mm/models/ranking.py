@@ -69,9 +69,17 @@ class RankingModel(tfrs.Model):
 
 
 def build_ranking_model(
-    table: ItemTable, train_item_ids: Sequence[str], train_user_ids: Sequence[str], config: ModelConfig
+    table: ItemTable,
+    train_item_ids: Sequence[str],
+    train_user_ids: Sequence[str],
+    config: ModelConfig,
+    retrieval_tower=None,
 ) -> RankingModel:
-    """A `RankingModel` whose token encoder has width `config.ranker_dim`, from config."""
+    """A `RankingModel` whose token encoder has width `config.ranker_dim`, from config.
+
+    `retrieval_tower` (a trained retrieval model's `query_tower`) makes the ranker a learned
+    correction on top of the retrieval score (see `CrossAttentionRanker`).
+    """
     item_tower = ItemTower(
         catalog_ids=table.item_ids.tolist(),
         train_item_ids=train_item_ids,
@@ -91,6 +99,8 @@ def build_ranking_model(
         num_heads=config.ranker_heads,
         mlp=config.ranker_mlp,
         user_embedding_dim=config.id_embedding_dim,
+        retrieval_tower=retrieval_tower,
+        retrieval_temperature=config.temperature,
         name="ranker",
     )
     return RankingModel(ranker, loss=config.ranking_loss)

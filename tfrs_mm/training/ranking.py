@@ -53,7 +53,12 @@ def make_sampler(
     config: config_lib.Config, retrieval, data, data_dir: str, manifest
 ) -> ranking_data.NegativeSampler:
     users, hard = ranking_data.hard_negatives(
-        retrieval, data_dir, manifest, data.table.item_ids, k=config.export.retrieval_k
+        retrieval,
+        data_dir,
+        manifest,
+        data.table.item_ids,
+        k=config.export.retrieval_k,
+        skip=config.model.hard_negative_skip,
     )
     return ranking_data.NegativeSampler(
         users=users,
@@ -91,10 +96,13 @@ def _callbacks(workdir: str, train: config_lib.TrainConfig) -> list:
     ]
 
 
-def build_ranking(model_config, data):
+def build_ranking(model_config, data, retrieval=None):
     from tfrs_mm.models.ranking import build_ranking_model
 
-    model = build_ranking_model(data.table, data.train_item_ids, data.train_user_ids, model_config)
+    tower = retrieval.query_tower if retrieval is not None else None
+    model = build_ranking_model(
+        data.table, data.train_item_ids, data.train_user_ids, model_config, retrieval_tower=tower
+    )
     build_ranker(model.ranker)
     return model
 
@@ -112,7 +120,8 @@ def train_ranking(config: config_lib.Config, data_dir: str, workdir: str, verbos
     logger.info(
         "training the ranker with %s over %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync
     )
-    retrieval = load_retrieval_for_ranking(workdir)
+    with strategy.scope():  # the frozen retrieval towers become part of the ranker
+        retrieval = load_retrieval_for_ranking(workdir)
     manifest = schema.read_manifest(data_dir)
     model_config = effective_model_config(config.model, manifest)
     out = ranking_workdir(workdir)
@@ -121,7 +130,7 @@ def train_ranking(config: config_lib.Config, data_dir: str, workdir: str, verbos
     data = load_retrieval_data(data_dir, manifest, model_config.modalities)
     sampler = make_sampler(config, retrieval, data, data_dir, manifest)
     with strategy.scope():
-        model = build_ranking(model_config, data)
+        model = build_ranking(model_config, data, retrieval)
         model.compile(optimizer=make_optimizer(config.train))
     train_ds = list_dataset(data_dir, manifest, "train", config, sampler, shuffle=True)
     valid = ranking_data.fixed_lists(
@@ -185,7 +194,6 @@ def load_ranker(workdir: str):
     """The trained ranker of a retrieval workdir (`workdir/ranking/`), rebuilt from its files."""
     import tensorflow as tf
 
-    from tfrs_mm.models import ItemTower
     from tfrs_mm.models.ranker import CrossAttentionRanker
 
     out = ranking_workdir(workdir)
@@ -193,9 +201,7 @@ def load_ranker(workdir: str):
         raise FileNotFoundError(f"no trained ranker in {out}: run `tfrs-mm train ranking` first")
     with fileio.open_file(fileio.join(out, RANKER_FILE)) as f:
         spec = json.load(f)
-    ranker = tf.keras.layers.deserialize(
-        spec, custom_objects={"CrossAttentionRanker": CrossAttentionRanker, "ItemTower": ItemTower}
-    )
+    ranker = tf.keras.layers.deserialize(spec, custom_objects={"CrossAttentionRanker": CrossAttentionRanker})
     build_ranker(ranker)
     checkpoint = tf.train.Checkpoint(ranker=ranker)
     checkpoint.read(fileio.join(out, FINAL_CHECKPOINT)).expect_partial()

@@ -64,8 +64,14 @@ def last_train_queries(data_dir: str, manifest: schema.Manifest):
     return users, np.stack([histories[u] for u in users]), [known[u] for u in users]
 
 
-def hard_negatives(retrieval_model, data_dir: str, manifest: schema.Manifest, catalog, k: int, batch=512):
-    """[U + 1, k] retrieval top-k per train user (its train items excluded); row 0: most popular.
+def hard_negatives(
+    retrieval_model, data_dir: str, manifest: schema.Manifest, catalog, k: int, skip: int = 0, batch=512
+):
+    """[U + 1, k - skip] retrieval ranks skip..k per train user (its train items excluded); row 0: popular.
+
+    The top ranks of a good retrieval model are where the user's unseen positives (their
+    valid and test items, unknown to training) sit; labelling them negative would teach the
+    ranker to push exactly those down, so the first `skip` ranks are left out.
 
     Returns:
         (users [U], table [U + 1, k] item ids).
@@ -91,7 +97,8 @@ def hard_negatives(retrieval_model, data_dir: str, manifest: schema.Manifest, ca
         # A user who met almost the whole catalog has fewer than k eligible items (PAD = -1):
         # fill those slots with popular items.
         rows.append(np.where(best >= 0, catalog[np.maximum(best, 0)], rows[0]))
-    return np.array(users, dtype=object), np.concatenate(rows)
+    skip = min(skip, k - 1)
+    return np.array(users, dtype=object), np.concatenate(rows)[:, skip:]
 
 
 def add_candidates(dataset, sampler: NegativeSampler):
