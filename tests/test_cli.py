@@ -40,8 +40,6 @@ def test_help_lists_every_subcommand():
     [
         ["index", "--data", "d", "--workdir", "w", "--recall-target", "0.9"],
         ["export", "--data", "d", "--workdir", "w", "--out", "saved_models"],
-        ["serve", "--model_config_file", "m", "--rest_api_port", "8501"],
-        ["query", "--url", "http://127.0.0.1:8501", "--model", "recommender", "--user", "u", "--k", "5"],
     ],
 )
 def test_unbuilt_stages_say_so_without_a_traceback(argv, capsys):
@@ -89,3 +87,11 @@ def test_demo_runs_every_built_stage(tmp_path, encoder_cache):
     assert "items                        400        400" in result.stdout
     assert (tmp_path / "demo" / "data" / "manifest.json").exists()
     assert (tmp_path / "demo" / "data" / "config.yaml").exists()
+    # The ranker is trained after retrieval, evaluated in two stages, and explains three users' lists.
+    assert "[6/7] train ranking" in result.stdout and "ranker, valid lists: auc" in result.stdout
+    assert "retrieval+ranking" in result.stdout and "explanations: attention on the true" in result.stdout
+    assert (tmp_path / "demo" / "work" / "retrieval" / "ranking" / "metrics.json").exists()
+    assert result.stdout.count("items in history, latest") == 3
+    assert result.stdout.count("mattered most") == 15  # top 5 each
+    assert "because you watched" in result.stdout or "no history item stands out" in result.stdout
+    assert "train ranking (cross-attention)" not in result.stdout  # no longer listed as not built

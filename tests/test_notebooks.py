@@ -10,6 +10,8 @@ from nbclient import NotebookClient
 from tests.helpers import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+# Text a notebook must print besides running cleanly: what it exists to show.
+SHOWS = {"03_train_ranking.ipynb": ("retrieval+ranking", "mattered most")}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -30,3 +32,11 @@ def test_notebook_executes(path: Path, tmp_path, monkeypatch, encoder_cache):
     ]
     assert errors == []
     assert os.listdir(tmp_path)  # it wrote its data where it was told to
+    text = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
+    for expected in SHOWS.get(path.name, ()):
+        assert expected in text, expected

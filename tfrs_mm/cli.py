@@ -21,8 +21,6 @@ EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE = 0, 1, 2
 _NOT_BUILT = {
     "index": (6, "the ScaNN index"),
     "export": (6, "SavedModel export in TF Serving's layout"),
-    "serve": (6, "the TF-Serving-compatible REST server"),
-    "query": (6, "the REST client"),
 }
 
 
@@ -99,13 +97,20 @@ def _add_serving_commands(sub) -> None:
     p.add_argument("--model_config_file", required=True)
     p.add_argument("--rest_api_port", type=int, default=8501)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--custom_ops",
+        default="",
+        help="comma list of custom op libraries to allow (scann); stock TF Serving has none",
+    )
+    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0)
 
     p = sub.add_parser("query", help=_help("query", "ask a running server for recommendations"))
     p.add_argument("--url", required=True)
     p.add_argument("--model", default="recommender")
     p.add_argument("--user", required=True)
-    p.add_argument("--history", default="")
+    p.add_argument("--history", default="", help="comma-separated item ids, oldest first")
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--version", type=int)
 
 
 def _generate_sample(args: argparse.Namespace) -> int:
@@ -228,6 +233,47 @@ def format_ranking(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from tfrs_mm.serving.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    custom_ops = tuple(op.strip() for op in args.custom_ops.split(",") if op.strip())
+    serve(
+        args.model_config_file,
+        host=args.host,
+        port=args.rest_api_port,
+        custom_ops=custom_ops,
+        poll_seconds=args.file_system_poll_wait_seconds,
+    )
+    return EXIT_OK
+
+
+def _query(args: argparse.Namespace) -> int:
+    from tfrs_mm.serving.client import ServingClient, ServingError
+
+    history = [i.strip() for i in args.history.split(",") if i.strip()]
+    with ServingClient(args.url) as client:
+        try:
+            recommendations = client.recommend(
+                args.user, history, k=args.k, model=args.model, version=args.version
+            )
+        except ServingError as e:
+            print(f"tfrs-mm query: {e}", file=sys.stderr)
+            return EXIT_INVALID
+    print(f"user {args.user}, history {history or '(none)'}: top {len(recommendations)} from {args.model}")
+    for rank, rec in enumerate(recommendations, 1):
+        why = ""
+        if rec.history_attention and history:
+            # Padding positions come first when the server pads; the history given is the tail.
+            weights = rec.history_attention[-len(history) :]
+            best = max(range(len(weights)), key=weights.__getitem__)
+            why = f"  because of {history[best]} ({weights[best]:.2f})"
+        print(f"{rank:>3}. {rec.item_id:<20} {rec.score:8.4f}{why}")
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from tfrs_mm.demo import run_demo
 
@@ -252,6 +298,8 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "preprocess": _preprocess,
     "train": _train,
     "evaluate": _evaluate,
+    "serve": _serve,
+    "query": _query,
     "demo": _demo,
 }
 

@@ -2,8 +2,9 @@
 
 Each stage's issue extends `run_demo` with that stage. Today: generate the
 sample catalog, validate and summarise it, run the Beam preprocessing jobs
-(pretrained encoders, split, manifest) on it, then train and evaluate the
-two-tower retrieval model.
+(pretrained encoders, split, manifest) on it, train and evaluate the two-tower
+retrieval model, train the cross-attention ranker on its candidates, and show
+three test users' recommendations with the ranker's explanations.
 """
 
 from __future__ import annotations
@@ -20,42 +21,49 @@ from tfrs_mm.data.synthetic import SAMPLE_NAME, SampleSpec, generate_sample
 from tfrs_mm.data.validate import validate_raw
 
 DEMO_SPEC = SampleSpec(num_items=400, num_users=300, seed=0)  # small enough for minutes end to end
-NEXT_STAGES = (
-    "train ranking (cross-attention)          -- issue 5",
-    "index, export, serve                     -- issue 6",
-)
+DEMO_USERS = 3  # test users whose recommendations are shown with explanations
+NEXT_STAGES = ("index, export, serve                     -- issue 6",)
 
 
 def run_demo(out: str, spec: SampleSpec = DEMO_SPEC) -> int:
     """Runs the available stages into `out` and prints what each produced; returns an exit status."""
     raw_dir = os.path.join(out, "raw")
     overwrite = os.path.isdir(raw_dir) and raw.read_info(raw_dir).name == SAMPLE_NAME
-    print(f"[1/5] generate-sample --out {raw_dir} --items {spec.num_items} --users {spec.num_users}")
+    print(f"[1/7] generate-sample --out {raw_dir} --items {spec.num_items} --users {spec.num_users}")
     info = generate_sample(raw_dir, spec, overwrite=overwrite)
     print(f"      {info.notes[-1]}")
 
-    print(f"[2/5] validate {raw_dir}")
+    print(f"[2/7] validate {raw_dir}")
     report = validate_raw(raw_dir)
-    print("      " + report.summary().replace("\n", "\n      "))
+    print(_indent(report.summary()))
     if not report.ok:
         for problem in report.errors:
             print(f"      {problem}")
         return 1
 
-    print("[3/5] sample catalog summary")
+    print("[3/7] sample catalog summary")
     print(catalog_summary(raw_dir))
 
     data_dir = os.path.join(out, "data")
     config = config_lib.load_config(preset="demo")
-    print(f"[4/5] preprocess --raw {raw_dir} --out {data_dir} --preset demo --runner=DirectRunner")
+    print(f"[4/7] preprocess --raw {raw_dir} --out {data_dir} --preset demo --runner=DirectRunner")
     from beam_jobs.preprocess import preprocess
 
     result = preprocess(raw_dir, data_dir, config, beam_args=["--runner=DirectRunner"])
-    print("      " + result.summary().replace("\n", "\n      "))
+    print(_indent(result.summary()))
     print(f"      manifest: {os.path.join(data_dir, 'manifest.json')}")
 
     workdir = os.path.join(out, "work", "retrieval")
-    print(f"[5/5] train retrieval --data {data_dir} --workdir {workdir} --preset demo")
+    train_retrieval(config, data_dir, workdir)
+    train_ranker(config, data_dir, workdir)
+    show_recommendations(data_dir, workdir)
+    print("not built yet: " + "\n               ".join(NEXT_STAGES))
+    return 0
+
+
+def train_retrieval(config: config_lib.Config, data_dir: str, workdir: str) -> None:
+    """Step 5: trains and evaluates the two-tower model into `workdir`, printing its metrics."""
+    print(f"[5/7] train retrieval --data {data_dir} --workdir {workdir} --preset demo")
     from tfrs_mm.cli import format_metrics
     from tfrs_mm.training.retrieval import train_and_evaluate
 
@@ -64,10 +72,53 @@ def run_demo(out: str, spec: SampleSpec = DEMO_SPEC) -> int:
     print(
         f"      train loss by epoch: {losses} ({metrics['training']['examples_per_second']:.0f} examples/s)"
     )
-    print("      " + format_metrics(metrics).replace("\n", "\n      "))
+    print(_indent(format_metrics(metrics)))
     print(f"      metrics: {workdir}/metrics.json")
-    print("not built yet: " + "\n               ".join(NEXT_STAGES))
-    return 0
+
+
+def train_ranker(config: config_lib.Config, data_dir: str, workdir: str) -> None:
+    """Step 6: trains the ranker on `workdir`'s retrieval model, printing both stages' metrics."""
+    print(f"[6/7] train ranking --data {data_dir} --workdir {workdir} --preset demo")
+    from tfrs_mm.cli import format_ranking
+    from tfrs_mm.training.ranking import ranking_workdir, train_and_evaluate_ranking
+
+    metrics = train_and_evaluate_ranking(config, data_dir, workdir, verbose=False)
+    losses = ", ".join(f"{v:.1f}" for v in metrics["training"]["history"]["loss"])
+    print(f"      train loss by epoch: {losses}")
+    print(_indent(format_ranking(metrics)))
+    print(f"      metrics: {ranking_workdir(workdir)}/metrics.json")
+
+
+def show_recommendations(data_dir: str, workdir: str, num_users: int = DEMO_USERS) -> None:
+    """Step 7: reranked top-5 lists with explanations for the first test users that have a history."""
+    print(f"[7/7] recommendations with explanations for {num_users} test users")
+    from tfrs_mm import explain
+    from tfrs_mm.training.ranking import load_ranker
+    from tfrs_mm.training.warm_start import load_towers_model
+
+    retrieval, ranker = load_towers_model(workdir), load_ranker(workdir)
+    catalog = list(retrieval.item_tower.catalog_ids)
+    titles = explain.item_titles(data_dir)
+    vectors = explain.catalog_vectors(retrieval, catalog)
+    users = [u for u in explain.evaluation_users(data_dir, catalog) if u.history][:num_users]
+    for user in users:
+        recent = ", ".join(titles.get(item, item) for item in user.history[-3:])
+        print(f"      user {user.user_id}: {len(user.history)} items in history, latest {recent}")
+        recs = explain.recommend(
+            retrieval,
+            ranker,
+            catalog,
+            user.user_id,
+            user.history,
+            k=5,
+            exclude=user.seen,
+            item_vectors=vectors,
+        )
+        print(_indent(explain.format_recommendations(recs, titles), 8))
+
+
+def _indent(text: str, width: int = 6) -> str:
+    return " " * width + text.replace("\n", "\n" + " " * width)
 
 
 def catalog_summary(raw_dir: str) -> str:
