@@ -38,7 +38,6 @@ def test_help_lists_every_subcommand():
 @pytest.mark.parametrize(
     "argv",
     [
-        ["index", "--data", "d", "--workdir", "w", "--recall-target", "0.9"],
         ["export", "--data", "d", "--workdir", "w", "--out", "saved_models"],
     ],
 )

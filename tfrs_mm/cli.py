@@ -19,7 +19,6 @@ EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE = 0, 1, 2
 
 # Subcommands whose stage has not landed yet, and the issue that builds it.
 _NOT_BUILT = {
-    "index": (6, "the ScaNN index"),
     "export": (6, "SavedModel export in TF Serving's layout"),
 }
 
@@ -233,6 +232,21 @@ def format_ranking(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _index(args: argparse.Namespace) -> int:
+    import logging
+
+    from tfrs_mm.indexing import build_index, format_index_summary
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        result = build_index(args.data, args.workdir, recall_target=args.recall_target)
+    except FileNotFoundError as e:
+        print(f"tfrs-mm index: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    print(format_index_summary(result))
+    return EXIT_OK
+
+
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -298,6 +312,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "preprocess": _preprocess,
     "train": _train,
     "evaluate": _evaluate,
+    "index": _index,
     "serve": _serve,
     "query": _query,
     "demo": _demo,
