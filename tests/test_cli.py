@@ -35,18 +35,6 @@ def test_help_lists_every_subcommand():
         assert f"\n    {name}" in result.stdout, name
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["export", "--data", "d", "--workdir", "w", "--out", "saved_models"],
-    ],
-)
-def test_unbuilt_stages_say_so_without_a_traceback(argv, capsys):
-    assert cli.main(argv) == cli.EXIT_UNAVAILABLE
-    err = capsys.readouterr().err
-    assert "is not built yet" in err and "issue #" in err
-
-
 def test_unknown_flags_are_refused_outside_preprocess():
     with pytest.raises(SystemExit) as exc:
         cli.main(["validate", "x", "--runner=DirectRunner"])

@@ -1,8 +1,7 @@
 """`tfrs-mm`: one entry point whose subcommands map to the stages of DESIGN.md §4.
 
 This module only parses arguments and prints; each subcommand calls a library
-function. Stages that are not built yet are listed (so `--help` shows the
-whole product) and exit with status 2 and a clear message.
+function.
 """
 
 from __future__ import annotations
@@ -15,18 +14,7 @@ from collections.abc import Callable, Sequence
 from beam_jobs.options import add_config_arguments, add_preprocess_arguments
 from tfrs_mm import __version__
 
-EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE = 0, 1, 2
-
-# Subcommands whose stage has not landed yet, and the issue that builds it.
-_NOT_BUILT = {
-    "export": (6, "SavedModel export in TF Serving's layout"),
-}
-
-
-def _help(command: str, text: str) -> str:
-    if command in _NOT_BUILT:
-        return f"{text} [not built yet: issue #{_NOT_BUILT[command][0]}]"
-    return text
+EXIT_OK, EXIT_INVALID = 0, 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,19 +68,19 @@ def _add_model_commands(sub) -> None:
     p.add_argument("--workdir", required=True)
     p.add_argument("--report")
 
-    p = sub.add_parser("index", help=_help("index", "build and tune the ScaNN index"))
+    p = sub.add_parser("index", help="build and tune the ScaNN index")
     p.add_argument("--data", required=True)
     p.add_argument("--workdir", required=True)
     p.add_argument("--recall-target", type=float, default=0.95)
 
 
 def _add_serving_commands(sub) -> None:
-    p = sub.add_parser("export", help=_help("export", "write SavedModels in TF Serving's layout"))
+    p = sub.add_parser("export", help="write SavedModels in TF Serving's layout")
     p.add_argument("--data", required=True)
     p.add_argument("--workdir", required=True)
     p.add_argument("--out", default="saved_models")
 
-    p = sub.add_parser("serve", help=_help("serve", "serve exports over TF Serving's REST API"))
+    p = sub.add_parser("serve", help="serve exports over TF Serving's REST API")
     p.add_argument("--model_config_file", required=True)
     p.add_argument("--rest_api_port", type=int, default=8501)
     p.add_argument("--host", default="127.0.0.1")
@@ -103,7 +91,7 @@ def _add_serving_commands(sub) -> None:
     )
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0)
 
-    p = sub.add_parser("query", help=_help("query", "ask a running server for recommendations"))
+    p = sub.add_parser("query", help="ask a running server for recommendations")
     p.add_argument("--url", required=True)
     p.add_argument("--model", default="recommender")
     p.add_argument("--user", required=True)
@@ -247,6 +235,29 @@ def _index(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export(args: argparse.Namespace) -> int:
+    import logging
+
+    from tfrs_mm.export import export_all
+    from tfrs_mm.indexing import latest_version_dir
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    index_dir = latest_version_dir(args.workdir)  # the latest `tfrs-mm index` version, if any
+    try:
+        summary = export_all(args.data, args.workdir, args.out, index_dir=index_dir)
+    except FileNotFoundError as e:
+        print(f"tfrs-mm export: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    for name, model in summary["models"].items():
+        ops = "core ops only" if model["core_ops_only"] else f"needs custom ops {model['custom_ops']}"
+        print(f"{name:<16} version {model['version']:<3} {model['path']}  ({ops})")
+    for name, reason in summary.get("skipped", {}).items():
+        print(f"{name:<16} skipped: {reason}")
+    print(f"models.config: {summary['models_config']} (stock TF Serving)")
+    print(f"with ScaNN:    {summary['models_config_custom_ops']} (needs --custom_ops scann)")
+    return EXIT_OK
+
+
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -294,17 +305,6 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.out)
 
 
-def _not_built(args: argparse.Namespace) -> int:
-    command = args.command
-    issue, what = _NOT_BUILT[command]
-    print(
-        f"tfrs-mm {command}: {what} is not built yet (tracked in issue #{issue}). The stages available now "
-        "are generate-sample, load-dataset, validate, preprocess, train, evaluate and demo.",
-        file=sys.stderr,
-    )
-    return EXIT_UNAVAILABLE
-
-
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "generate-sample": _generate_sample,
     "load-dataset": _load_dataset,
@@ -313,6 +313,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train,
     "evaluate": _evaluate,
     "index": _index,
+    "export": _export,
     "serve": _serve,
     "query": _query,
     "demo": _demo,
@@ -328,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if beam_args and args.command != "preprocess":
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     args.beam_args = beam_args
-    handler = _HANDLERS.get(args.command, _not_built)
+    handler = _HANDLERS[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
