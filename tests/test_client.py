@@ -57,3 +57,22 @@ def test_errors_carry_tf_servings_status_and_message(client):
     assert info.value.status == 404
     with pytest.raises(ValueError, match="exactly one"):
         client.predict("recommender")
+
+
+def test_client_over_a_real_socket_keeps_its_connection(tmp_path):
+    from tfrs_mm.serving.server import running_server
+    from tfrs_mm.serving.testing import write_half_plus_two, write_models_config
+
+    write_half_plus_two(tmp_path / "hp2" / "1")
+    config = write_models_config(tmp_path / "models.config", {"hp2": tmp_path / "hp2"})
+    with running_server(str(config), port=0) as url, ServingClient(url) as client:
+        assert client.status("hp2")["model_version_status"][0]["state"] == "AVAILABLE"
+        for x in (1.0, 2.0, 5.0):  # several requests over the same keep-alive connection
+            answer = client.predict("hp2", instances=[x])
+            assert answer["predictions"] == [0.5 * x + 2.0]
+        first = client._connection
+        client.metadata("hp2")
+        assert client._connection is first
+        with pytest.raises(ServingError) as info:
+            client.predict("missing", instances=[1.0])
+        assert info.value.status == 404
