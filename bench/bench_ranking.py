@@ -276,8 +276,15 @@ def main(argv=None) -> None:
     os.makedirs(RESULTS, exist_ok=True)
     for name in names:
         start = time.perf_counter()
-        results[name] = BENCHES[name](args)
-        results[name]["seconds"] = round(time.perf_counter() - start, 1)
+        result = BENCHES[name](args)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        result["command"] = " ".join(
+            ["bench/bench_ranking.py", *(argv if argv is not None else sys.argv[1:])]
+        )
+        if os.path.exists(path):  # re-read: keep what other runs wrote meanwhile
+            with open(path) as f:
+                results = json.load(f)
+        results[name] = result
         with open(path, "w") as f:
             json.dump(results, f, indent=2, sort_keys=True)
     with open(os.path.join(RESULTS, "ranking.md"), "w") as f:
