@@ -1,6 +1,7 @@
 """The `tfrs-mm` command line: every subcommand of DESIGN.md §4, clear exits, the demo."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -75,10 +76,40 @@ def test_demo_runs_every_built_stage(tmp_path, encoder_cache):
     assert (tmp_path / "demo" / "data" / "manifest.json").exists()
     assert (tmp_path / "demo" / "data" / "config.yaml").exists()
     # The ranker is trained after retrieval, evaluated in two stages, and explains three users' lists.
-    assert "[6/7] train ranking" in result.stdout and "ranker, valid lists: auc" in result.stdout
+    assert "[6/10] train ranking" in result.stdout and "ranker, valid lists: auc" in result.stdout
     assert "retrieval+ranking" in result.stdout and "explanations: attention on the true" in result.stdout
     assert (tmp_path / "demo" / "work" / "retrieval" / "ranking" / "metrics.json").exists()
     assert result.stdout.count("items in history, latest") == 3
-    assert result.stdout.count("mattered most") == 15  # top 5 each
     assert "because you watched" in result.stdout or "no history item stands out" in result.stdout
-    assert "train ranking (cross-attention)" not in result.stdout  # no longer listed as not built
+    # Then index, export and the same users' lists served over REST by the local server.
+    assert "[8/10] index" in result.stdout and "recall@50 vs exact" in result.stdout
+    assert "[9/10] export" in result.stdout and "models.config" in result.stdout
+    saved = tmp_path / "demo" / "saved_models"
+    for name in ("retrieval", "ranking", "recommender"):
+        assert (saved / name / "1" / "saved_model.pb").exists(), name
+        assert f"{name:<12} version 1 AVAILABLE" in result.stdout, name
+    assert "retrieval_scann" not in (saved / "models.config").read_text()
+    served = result.stdout.split("[10/10] serve --model_config_file")[1]
+    assert "history, user_id -> history_attention, item_ids, modality_weights, scores" in served
+    assert served.count("served by recommender over POST /v1/models/recommender:predict") == 3
+    assert served.count("mattered most") == 15  # top 5 each, with their explanations
+    assert result.stdout.count("mattered most") == 30  # in process (step 7) and served
+    assert served.rstrip().endswith("server stopped")
+    assert "not built yet" not in result.stdout
+    # The served recommender is the trained ranker: an item in both lists has the same score.
+    in_process = _scores_by_user(result.stdout.split("[7/10]")[1].split("[8/10]")[0])
+    over_rest = _scores_by_user(served)
+    assert in_process.keys() == over_rest.keys() and len(over_rest) == 3
+    shared = [(user, item) for user in over_rest for item in over_rest[user] if item in in_process[user]]
+    assert shared
+    for user, item in shared:
+        assert over_rest[user][item] == pytest.approx(in_process[user][item], abs=0.011), (user, item)
+
+
+def _scores_by_user(text: str) -> dict[str, dict[str, float]]:
+    """{user: {item: score}} from the demo's recommendation lines."""
+    scores: dict[str, dict[str, float]] = {}
+    for block in text.split("\n      user ")[1:]:
+        user = block.split()[0].rstrip(":")
+        scores[user] = {m[0]: float(m[1]) for m in re.findall(r"\((\S+)\)  score (-?[0-9.]+):", block)}
+    return scores

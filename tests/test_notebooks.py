@@ -11,7 +11,16 @@ from tests.helpers import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 # Text a notebook must print besides running cleanly: what it exists to show.
-SHOWS = {"03_train_ranking.ipynb": ("retrieval+ranking", "mattered most")}
+SHOWS = {
+    "03_train_ranking.ipynb": ("retrieval+ranking", "mattered most"),
+    "04_index_export_serve.ipynb": (
+        "recall@20 vs exact",
+        "AVAILABLE",
+        ":predict -> HTTP 200",
+        "mattered most",
+        "server stopped",
+    ),
+}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

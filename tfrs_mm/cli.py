@@ -90,6 +90,9 @@ def _add_serving_commands(sub) -> None:
         help="comma list of custom op libraries to allow (scann); stock TF Serving has none",
     )
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0)
+    p.add_argument(
+        "--max_request_bytes", type=int, default=64 * 2**20, help="bigger request bodies get HTTP 413"
+    )
 
     p = sub.add_parser("query", help="ask a running server for recommendations")
     p.add_argument("--url", required=True)
@@ -271,6 +274,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.rest_api_port,
         custom_ops=custom_ops,
         poll_seconds=args.file_system_poll_wait_seconds,
+        max_request_bytes=args.max_request_bytes,
     )
     return EXIT_OK
 

@@ -114,7 +114,7 @@ class ServingConfig:
 
     host: str = "127.0.0.1"  # loopback unless exposed on purpose
     rest_api_port: int = 8501  # TF Serving's REST port
-    max_request_bytes: int = 10 * 1024 * 1024  # bigger bodies get 413
+    max_request_bytes: int = 64 * 1024 * 1024  # bigger bodies (after gzip decompression) get 413
     file_system_poll_wait_seconds: float = 1.0  # TF Serving's default
     custom_ops: tuple[str, ...] = ()  # e.g. ("scann",) to allow ScaNN exports
 

@@ -1,10 +1,12 @@
-"""`tfrs-mm demo`: the whole pipeline, as far as it is built, on a generated sample catalog.
+"""`tfrs-mm demo`: the whole pipeline on a generated sample catalog.
 
-Each stage's issue extends `run_demo` with that stage. Today: generate the
-sample catalog, validate and summarise it, run the Beam preprocessing jobs
-(pretrained encoders, split, manifest) on it, train and evaluate the two-tower
-retrieval model, train the cross-attention ranker on its candidates, and show
-three test users' recommendations with the ranker's explanations.
+Generate the sample catalog, validate and summarise it, run the Beam
+preprocessing jobs (pretrained encoders, split, manifest) on it, train and
+evaluate the two-tower retrieval model, train the cross-attention ranker on its
+candidates and show three test users' recommendations with the ranker's
+explanations; then index the catalog, export the SavedModels in TF Serving's
+layout, serve them with the local TF-Serving-compatible REST server and ask it,
+over HTTP, for the same users' recommendations (`tfrs_mm.demo_serving`).
 """
 
 from __future__ import annotations
@@ -16,54 +18,70 @@ from collections import Counter
 import numpy as np
 
 from tfrs_mm import config as config_lib
+from tfrs_mm import explain
 from tfrs_mm.data import raw
 from tfrs_mm.data.synthetic import SAMPLE_NAME, SampleSpec, generate_sample
 from tfrs_mm.data.validate import validate_raw
+from tfrs_mm.demo_serving import build_index_step, export_step, indent, serve_and_query_step
 
 DEMO_SPEC = SampleSpec(num_items=400, num_users=300, seed=0)  # small enough for minutes end to end
 DEMO_USERS = 3  # test users whose recommendations are shown with explanations
-NEXT_STAGES = ("index, export, serve                     -- issue 6",)
+STEPS = 10
 
 
 def run_demo(out: str, spec: SampleSpec = DEMO_SPEC) -> int:
-    """Runs the available stages into `out` and prints what each produced; returns an exit status."""
+    """Runs every stage into `out` and prints what each produced; returns an exit status."""
+    data_dir = prepare_data(out, spec)
+    if data_dir is None:
+        return 1
+    config = config_lib.load_config(preset="demo")
+    workdir = os.path.join(out, "work", "retrieval")
+    train_retrieval(config, data_dir, workdir)
+    train_ranker(config, data_dir, workdir)
+    users, titles = show_recommendations(data_dir, workdir)
+    index_dir = build_index_step(_step(8), data_dir, workdir)
+    summary = export_step(_step(9), data_dir, workdir, os.path.join(out, "saved_models"), index_dir)
+    serve_and_query_step(_step(10), summary, users, titles)
+    return 0
+
+
+def prepare_data(out: str, spec: SampleSpec = DEMO_SPEC) -> str | None:
+    """Steps 1-4: generate, validate, summarise, preprocess; returns the dataset dir, None if invalid."""
     raw_dir = os.path.join(out, "raw")
     overwrite = os.path.isdir(raw_dir) and raw.read_info(raw_dir).name == SAMPLE_NAME
-    print(f"[1/7] generate-sample --out {raw_dir} --items {spec.num_items} --users {spec.num_users}")
+    print(f"{_step(1)} generate-sample --out {raw_dir} --items {spec.num_items} --users {spec.num_users}")
     info = generate_sample(raw_dir, spec, overwrite=overwrite)
     print(f"      {info.notes[-1]}")
 
-    print(f"[2/7] validate {raw_dir}")
+    print(f"{_step(2)} validate {raw_dir}")
     report = validate_raw(raw_dir)
-    print(_indent(report.summary()))
+    print(indent(report.summary()))
     if not report.ok:
         for problem in report.errors:
             print(f"      {problem}")
-        return 1
+        return None
 
-    print("[3/7] sample catalog summary")
+    print(f"{_step(3)} sample catalog summary")
     print(catalog_summary(raw_dir))
 
     data_dir = os.path.join(out, "data")
     config = config_lib.load_config(preset="demo")
-    print(f"[4/7] preprocess --raw {raw_dir} --out {data_dir} --preset demo --runner=DirectRunner")
+    print(f"{_step(4)} preprocess --raw {raw_dir} --out {data_dir} --preset demo --runner=DirectRunner")
     from beam_jobs.preprocess import preprocess
 
     result = preprocess(raw_dir, data_dir, config, beam_args=["--runner=DirectRunner"])
-    print(_indent(result.summary()))
+    print(indent(result.summary()))
     print(f"      manifest: {os.path.join(data_dir, 'manifest.json')}")
+    return data_dir
 
-    workdir = os.path.join(out, "work", "retrieval")
-    train_retrieval(config, data_dir, workdir)
-    train_ranker(config, data_dir, workdir)
-    show_recommendations(data_dir, workdir)
-    print("not built yet: " + "\n               ".join(NEXT_STAGES))
-    return 0
+
+def _step(number: int) -> str:
+    return f"[{number}/{STEPS}]"
 
 
 def train_retrieval(config: config_lib.Config, data_dir: str, workdir: str) -> None:
     """Step 5: trains and evaluates the two-tower model into `workdir`, printing its metrics."""
-    print(f"[5/7] train retrieval --data {data_dir} --workdir {workdir} --preset demo")
+    print(f"{_step(5)} train retrieval --data {data_dir} --workdir {workdir} --preset demo")
     from tfrs_mm.cli import format_metrics
     from tfrs_mm.training.retrieval import train_and_evaluate
 
@@ -72,27 +90,32 @@ def train_retrieval(config: config_lib.Config, data_dir: str, workdir: str) -> N
     print(
         f"      train loss by epoch: {losses} ({metrics['training']['examples_per_second']:.0f} examples/s)"
     )
-    print(_indent(format_metrics(metrics)))
+    print(indent(format_metrics(metrics)))
     print(f"      metrics: {workdir}/metrics.json")
 
 
 def train_ranker(config: config_lib.Config, data_dir: str, workdir: str) -> None:
     """Step 6: trains the ranker on `workdir`'s retrieval model, printing both stages' metrics."""
-    print(f"[6/7] train ranking --data {data_dir} --workdir {workdir} --preset demo")
+    print(f"{_step(6)} train ranking --data {data_dir} --workdir {workdir} --preset demo")
     from tfrs_mm.cli import format_ranking
     from tfrs_mm.training.ranking import ranking_workdir, train_and_evaluate_ranking
 
     metrics = train_and_evaluate_ranking(config, data_dir, workdir, verbose=False)
     losses = ", ".join(f"{v:.1f}" for v in metrics["training"]["history"]["loss"])
     print(f"      train loss by epoch: {losses}")
-    print(_indent(format_ranking(metrics)))
+    print(indent(format_ranking(metrics)))
     print(f"      metrics: {ranking_workdir(workdir)}/metrics.json")
 
 
-def show_recommendations(data_dir: str, workdir: str, num_users: int = DEMO_USERS) -> None:
-    """Step 7: reranked top-5 lists with explanations for the first test users that have a history."""
-    print(f"[7/7] recommendations with explanations for {num_users} test users")
-    from tfrs_mm import explain
+def show_recommendations(
+    data_dir: str, workdir: str, num_users: int = DEMO_USERS
+) -> tuple[list[explain.UserContext], dict[str, str]]:
+    """Step 7: reranked top-5 lists with explanations for the first test users that have a history.
+
+    Returns:
+        Those users and the catalog's titles, for the served recommendations of step 10.
+    """
+    print(f"{_step(7)} recommendations with explanations for {num_users} test users")
     from tfrs_mm.training.ranking import load_ranker
     from tfrs_mm.training.warm_start import load_towers_model
 
@@ -114,11 +137,8 @@ def show_recommendations(data_dir: str, workdir: str, num_users: int = DEMO_USER
             exclude=user.seen,
             item_vectors=vectors,
         )
-        print(_indent(explain.format_recommendations(recs, titles), 8))
-
-
-def _indent(text: str, width: int = 6) -> str:
-    return " " * width + text.replace("\n", "\n" + " " * width)
+        print(indent(explain.format_recommendations(recs, titles), 8))
+    return users, titles
 
 
 def catalog_summary(raw_dir: str) -> str:
