@@ -95,7 +95,7 @@ class IndexConfig:
     exact_below: int = 20_000  # brute force is fast enough for smaller catalogs
     num_leaves: int = 0  # 0 chooses about sqrt(n)
     num_leaves_to_search: int = 0  # 0 lets the tuner choose
-    reorder_k: int = 0  # 0 chooses 4 * k
+    reorder_k: int = 0  # 0 chooses max(4 * k, 100)
     tune_queries: int = 1_000
 
 

@@ -1,10 +1,10 @@
 """`export_all(data_dir, workdir, out_dir)`: every SavedModel of a trained workdir, in TF Serving's layout.
 
 Writes `out_dir/<model>/<version>/` for `retrieval` (exact top-k, core ops),
-`retrieval_scann` (TFRS ScaNN index, custom ops), `ranking` and `recommender`
-(retrieval + ranking in one graph, core ops), each with the resolved config,
-the dataset manifest and a README as assets and warmup requests in
-`assets.extra/`, then `out_dir/models.config` for stock TF Serving.
+`retrieval_scann` (the index stage's tuned ScaNN index, custom ops), `ranking`
+and `recommender` (retrieval + ranking in one graph, core ops), each with the
+resolved config, the dataset manifest and a README as assets and warmup
+requests in `assets.extra/`, then `out_dir/models.config` for stock TF Serving.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def export_all(
             adds the `ranking` and `recommender` exports, which are skipped without it.
         out_dir: Where `<model>/<version>/` and `models.config` go.
         index_dir: The index stage's output (`item_ids.txt`, `vectors.npy`, `index.json`) for
-            `retrieval_scann`; None computes the vectors and picks ScaNN parameters.
+            `retrieval_scann`; None indexes the model's own item vectors, tuned as `tfrs-mm index` tunes.
         config: Overrides `workdir/config.yaml` (export sizes and warmup count come from it).
 
     Returns:
@@ -110,29 +110,44 @@ def _export_retrievals(context: ExportContext, retrieval, index_dir: str | None,
 
 
 def _export_scann(context: ExportContext, retrieval, index_dir: str | None) -> dict:
+    """`retrieval_scann`: the index `index_dir` records, or one tuned here as `tfrs-mm index` would."""
     from tfrs_mm.export import scann_index
     from tfrs_mm.export.modules import RetrievalModule
 
     scann_index.require_scann()
-    ids, vectors, index_info = context.catalog, context.vectors, {"index_dir": None}
     if index_dir:
         ids, vectors, params, raw = scann_index.read_index_dir(index_dir)
         _check_index(ids, vectors, context.catalog, retrieval.item_tower.embedding_dim, index_dir)
         index_info = {"index_dir": index_dir, **raw}
-    k = min(context.config.export.retrieval_k, len(ids))
-    wanted = min(k + _history_length(context), len(ids))  # history items are dropped after the search
-    if index_dir:
-        params = params.clipped(len(ids), wanted)
     else:
-        params = scann_index.default_params(len(ids), wanted, context.config.index)
-    layer = scann_index.build_scann_layer(ids, vectors, params, k=wanted)
-    module = RetrievalModule(retrieval.query_tower, scann_index.ScannTopK(layer, len(ids), k))
+        ids, vectors = context.catalog, context.vectors
+        params, index_info = scann_index.tuned_params(
+            vectors, context.config.index, lambda: _tuning_queries(context, retrieval)
+        )
+    k = context.config.export.retrieval_k
+    top_k, served = scann_index.scann_top_k(ids, vectors, params, k, _history_length(context))
+    module = RetrievalModule(retrieval.query_tower, top_k)
     requests = warmup.query_requests(context.queries, _warmup_count(context))
     note = scann_index.SCANN_OPS_NOTE
     entry = export_module(
-        context, RETRIEVAL_SCANN, module, requests, k=k, note=note, namespace_whitelist=("Scann",)
+        context,
+        RETRIEVAL_SCANN,
+        module,
+        requests,
+        k=top_k.k,
+        note=note,
+        namespace_whitelist=scann_index.NAMESPACE_WHITELIST,
     )
-    return {**entry, "scann_params": dataclasses.asdict(params), "index": index_info}
+    return {**entry, "scann_params": served.to_dict(), "index": index_info}
+
+
+def _tuning_queries(context: ExportContext, retrieval):
+    """What `tfrs-mm index` tunes with: train users' query vectors, else a sample of item vectors."""
+    from tfrs_mm.indexing import tuning_queries
+
+    manifest = schema.read_manifest(context.data_dir)
+    count = context.config.index.tune_queries
+    return tuning_queries(retrieval, context.data_dir, manifest, count, context.vectors)
 
 
 def _check_index(ids: Sequence[str], vectors, catalog: Sequence[str], dim: int, index_dir: str) -> None:
