@@ -8,7 +8,7 @@ Sub-benchmarks (select with `--only a,b,...`; default: all, in this order), one 
 For each: the in-process baseline (`tf.saved_model.load(path).signatures["serving_default"]`,
 single-user calls from 1, 8 and 32 threads, plus one batched call of 32 users) and the server
 (`tfrs-mm serve` in a separate process, so client and server do not share a GIL) driven by
-`ServingClient` (httpx, one keep-alive connection per client thread) at concurrency 1, 8 and
+`ServingClient` (`http.client`, one keep-alive connection per client thread) at concurrency 1, 8 and
 32, closed loop, with client and server CPU time per request. Every request is one user with
 their real history from the test split (columnar `inputs`).
 
@@ -352,13 +352,13 @@ def paired_c1(model: str, function, ctx: dict, args) -> dict:
     """Concurrency 1, the paths interleaved request by request so that all see the same load.
 
     Paths: the in-process call, the REST handler without HTTP (this process), the server through
-    `ServingClient` (httpx) and through `http.client`. The server's logged endpoint times are
+    `ServingClient` and through a bare `http.client` connection. The server's logged endpoint times are
     matched to its requests by order (one request at a time, so the log is in request order).
     """
     makers = {
         "inprocess": inprocess_call(function),
         "handler_no_http": handler_call(ctx["handler"], model),
-        "server_httpx": server_call(ctx["url"], model),
+        "server_client": server_call(ctx["url"], model),
         "server_stdlib": stdlib_call(ctx["url"], model),
     }
     calls = {name: make() for name, make in makers.items()}
@@ -382,7 +382,7 @@ def paired_c1(model: str, function, ctx: dict, args) -> dict:
     logged, _ = logged_ms(ctx["log"], offset, model)
     out = {name: summarize(values) for name, values in seconds.items()}
     if len(logged) == len(order):
-        for name in ("server_httpx", "server_stdlib"):
+        for name in ("server_client", "server_stdlib"):
             out[f"{name}_logged"] = summarize([ms / 1e3 for ms, n in zip(logged, order) if n == name])
     out["requests"] = args.requests
     out["overhead"] = overhead(out)
@@ -408,8 +408,8 @@ def outputs_match(function, ctx: dict, model: str, count: int = 20) -> bool:
 def overhead(paired: dict) -> dict:
     """Server p50 - in-process p50 at concurrency 1 (paired), and where it goes."""
     p50 = {name: (value or {}).get("p50_ms") for name, value in paired.items() if isinstance(value, dict)}
-    base, server, handler = p50["inprocess"], p50["server_httpx"], p50["handler_no_http"]
-    logged = p50.get("server_httpx_logged")
+    base, server, handler = p50["inprocess"], p50["server_client"], p50["handler_no_http"]
+    logged = p50.get("server_client_logged")
 
     def diff(a, b):
         return None if a is None or b is None else round(a - b, 3)
@@ -476,7 +476,8 @@ def markdown(results: dict) -> str:
         "# Serving benchmarks",
         "",
         "Written by `bench/bench_serving.py`: the sample-catalog exports served by `tfrs-mm serve` in its "
-        "own process, called by `ServingClient` (httpx, one keep-alive connection per client thread), "
+        "own process, called by `ServingClient` (`http.client`, one keep-alive connection per client "
+        "thread), "
         "one user with their real test-split history per request, closed loop; the baseline is the "
         "in-process `signatures['serving_default']` call on the same requests. CPU columns are CPU "
         "time per request of the client process (for in-process rows: the call itself, TF threads "
