@@ -12,6 +12,7 @@ losses add up to the global-batch loss under MirroredStrategy.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
@@ -80,19 +81,8 @@ def build_ranking_model(
     `retrieval_tower` (a trained retrieval model's `query_tower`) makes the ranker a learned
     correction on top of the retrieval score (see `CrossAttentionRanker`).
     """
-    item_tower = ItemTower(
-        catalog_ids=table.item_ids.tolist(),
-        train_item_ids=train_item_ids,
-        embedding_dims=table.embedding_dims,
-        embedding_dim=config.ranker_dim,
-        id_embedding_dim=config.id_embedding_dim,
-        num_oov_buckets=config.num_oov_buckets,
-        modalities=config.modalities,
-        fusion=config.fusion,
-        modality_dropout=config.modality_dropout,
-        table=table,
-        name="ranker_item_tower",
-    )
+    token_config = dataclasses.replace(config, embedding_dim=config.ranker_dim)
+    item_tower = ItemTower.from_table(table, train_item_ids, token_config, name="ranker_item_tower")
     ranker = CrossAttentionRanker(
         item_tower,
         train_user_ids,
