@@ -37,7 +37,7 @@ from beam_jobs.interaction_outputs import (
     read_stats,
 )
 from beam_jobs.progress import LogProgressFn
-from beam_jobs.read_tables import ReadRawTable, TableRow
+from beam_jobs.read_tables import ID_BREAKERS, ReadRawTable, TableRow
 from beam_jobs.split import (
     SPLITS,
     TRAIN,
@@ -56,7 +56,6 @@ from tfrs_mm.privacy import KEY_ENV_VAR, Pseudonymizer, PseudonymKeyError, load_
 logger = logging.getLogger("beam_jobs")
 
 REDACTED = "<row withheld: its user id cannot be pseudonymised>"
-ID_BREAKERS = ("\n", "\r", "\t")  # would break the one-token-per-line vocabulary files
 _LOG_EVERY = 100_000
 
 

@@ -79,7 +79,7 @@ class _MediaFn(beam.DoFn):
         try:
             decoded = self.decode(data)
         except ValueError as e:
-            yield self.letter(item, self.failure, _first_line(e))
+            yield self.letter(item, getattr(e, "reason", self.failure), _first_line(e))
             return
         yield item.item_id, decoded
 
@@ -132,9 +132,57 @@ class DecodeAudioFn(_MediaFn):
         return fit_length(resample(waveform, rate, TARGET_RATE), int(self.seconds * TARGET_RATE))
 
 
+class TruncatedAudioError(ValueError):
+    """An audio file that ends before its own header says it does (a cut-off copy or download)."""
+
+    reason = "truncated audio"
+
+
+def check_wav_complete(data: bytes) -> None:
+    """Raises `TruncatedAudioError` if a WAV file ends inside a chunk its header declares.
+
+    Decoders read what is there and return a shorter clip without a word, so a
+    half-copied WAV would be tiled up to length and embedded as if it were whole.
+    Only a file whose chunks walk like a WAV's up to its `fmt ` chunk is judged;
+    anything else is left to the decoders to call undecodable. A data size of 0
+    or 0xFFFFFFFF (a stream whose writer never learned the length) is accepted.
+    """
+    if len(data) < 12 or data[8:12] != b"WAVE":
+        return
+    position, seen_format = 12, False
+    while position + 8 <= len(data):
+        chunk, size = (
+            data[position : position + 4],
+            int.from_bytes(data[position + 4 : position + 8], "little"),
+        )
+        if not all(32 <= c < 127 for c in chunk):
+            return  # not a chunk id: whatever this is, it is not a cut-off WAV
+        seen_format |= chunk == b"fmt "
+        if chunk == b"data" and size in (0, 0xFFFFFFFF):
+            return
+        if position + 8 + size > len(data):
+            if not seen_format:
+                return
+            raise TruncatedAudioError(
+                f"the WAV {chunk.decode('ascii')!r} chunk declares {size:,} bytes, "
+                f"the file holds {len(data) - position - 8:,}"
+            )
+        if chunk == b"data":
+            return
+        position += 8 + size + (size & 1)  # chunks are padded to even sizes
+    if seen_format:
+        raise TruncatedAudioError(f"the WAV ends before its data chunk ({len(data):,} bytes)")
+
+
 def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
-    """Encoded audio → ([n] float32 mono in [-1, 1], sample rate). Raises ValueError if undecodable."""
+    """Encoded audio → ([n] float32 mono in [-1, 1], sample rate).
+
+    Raises:
+        TruncatedAudioError: for a WAV cut short.
+        ValueError: if undecodable.
+    """
     if data[:4] == b"RIFF":
+        check_wav_complete(data)
         import tensorflow as tf
 
         try:

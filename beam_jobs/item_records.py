@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 import apache_beam as beam
 
 from beam_jobs.dead_letters import DEAD_LETTER, DeadLetter
-from beam_jobs.read_tables import TableRow
+from beam_jobs.read_tables import ID_BREAKERS, TableRow
 from tfrs_mm.data import raw
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -50,7 +50,7 @@ class ItemRecord:
 
 
 class ParseItemFn(beam.DoFn):
-    """`TableRow` → `ItemRecord`; rows with a bad declared value become dead letters."""
+    """`TableRow` → `ItemRecord`; rows with a bad id or declared value become dead letters."""
 
     STAGE = "items.parse"
 
@@ -60,10 +60,12 @@ class ParseItemFn(beam.DoFn):
     def process(self, row: TableRow) -> Iterator:
         values = row.values
         extras, problem = _typed_extras(values, self.declared)
+        reason = "bad declared value"
+        if any(c in values.get("item_id", "").strip() for c in ID_BREAKERS):
+            reason, problem = "invalid id", "item_id holds a tab or line break"
         if problem:
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER, DeadLetter(self.STAGE, "bad declared value", problem, row.file, row.line, values)
-            )
+            letter = DeadLetter(self.STAGE, reason, problem, row.file, row.line, values)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
             return
         title = normalize_text(values.get("title", ""))
         description = normalize_text(values.get("description", ""))

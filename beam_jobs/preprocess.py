@@ -14,6 +14,7 @@ bookkeeping comes out the same on any runner.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from beam_jobs import interactions as interactions_job
 from beam_jobs import users as users_job
 from beam_jobs.dataset_manifest import build_manifest, format_summary
 from beam_jobs.items import STATS_DIR, ItemsJobSpec, ModalitySource, build_items_pipeline
+from beam_jobs.read_tables import CSV_FIELD_LIMIT
 from tfrs_mm import config as config_lib
 from tfrs_mm import fileio, schema
 from tfrs_mm.data import raw
@@ -50,19 +52,31 @@ def detect_modalities(items_pattern: str, info: raw.RawDatasetInfo) -> set[str]:
 
     Reads the items CSV once at launch (the validator's cost); for JSONL or
     Parquet items every modality is assumed and items without one get a mask bit.
+    Bad rows are the jobs' to dead-letter, not a reason to stop here: undecodable
+    bytes and huge fields are read through, and a file the csv module cannot
+    parse counts as having every modality.
     """
     import csv
+
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
 
     found = {e.modality for e in info.precomputed_embeddings}
     if not items_pattern.endswith(".csv") or "*" in items_pattern:
         return found | set(raw.MODALITIES)
-    with fileio.open_file(items_pattern) as f:
-        for row in csv.DictReader(f):
-            found.update(m for m in ("image", "audio") if (row.get(m) or "").strip())
-            if (row.get("title") or "").strip() or (row.get("description") or "").strip():
-                found.add("text")
-            if len(found) == len(raw.MODALITIES):
-                break
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    # Beam filesystems give a binary stream on local paths and URIs alike.
+    with FileSystems.open(items_pattern, "application/octet-stream", CompressionTypes.UNCOMPRESSED) as f:
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        try:
+            for row in csv.DictReader(text):
+                found.update(m for m in ("image", "audio") if (row.get(m) or "").strip())
+                if (row.get("title") or "").strip() or (row.get("description") or "").strip():
+                    found.add("text")
+                if len(found) == len(raw.MODALITIES):
+                    break
+        except csv.Error:
+            return found | set(raw.MODALITIES)
     return found
 
 

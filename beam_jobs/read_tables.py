@@ -21,7 +21,8 @@ from beam_jobs.dead_letters import DEAD_LETTER, DeadLetter
 from tfrs_mm.data import raw
 
 MAX_FIELD_BYTES = 1 << 20  # as in `tfrs-mm validate`
-_CSV_FIELD_LIMIT = 1 << 26
+ID_BREAKERS = ("\n", "\r", "\t")  # an id holding one would break the one-token-per-line vocabulary files
+CSV_FIELD_LIMIT = 1 << 26  # csv refuses longer fields; ours are read, then dead-lettered if > MAX
 
 
 Problem = tuple[str, str] | None  # (reason, detail) of an unusable row
@@ -64,7 +65,7 @@ class ParseTableFileFn(beam.DoFn):
 
 
 def _csv_rows(readable: fileio.ReadableFile) -> Iterator[tuple[int, dict | str, Problem]]:
-    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     with readable.open(mime_type="application/octet-stream") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.reader(text, strict=True)

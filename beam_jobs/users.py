@@ -34,9 +34,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.dead_letters import DEAD_LETTER, DeadLetter, WriteDeadLetters, reason_key
 from beam_jobs.interaction_outputs import vocabulary_lines, write_one_file
-from beam_jobs.interactions import ID_BREAKERS, PseudonymizeUsers
+from beam_jobs.interactions import PseudonymizeUsers
 from beam_jobs.item_records import normalize_text
-from beam_jobs.read_tables import ReadRawTable, TableRow
+from beam_jobs.read_tables import ID_BREAKERS, ReadRawTable, TableRow
 from tfrs_mm import fileio
 from tfrs_mm.data import raw
 from tfrs_mm.data.raw import ColumnDecl

@@ -14,7 +14,14 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs.dead_letters import DEAD_LETTER
 from beam_jobs.embed import EmbedWithEncoder
-from beam_jobs.item_media import DecodeAudioFn, ReadImageFn, fit_length, resample
+from beam_jobs.item_media import (
+    DecodeAudioFn,
+    ReadImageFn,
+    TruncatedAudioError,
+    decode_audio,
+    fit_length,
+    resample,
+)
 from beam_jobs.item_records import DedupeItems, ItemRecord, ParseItemFn, normalize_text
 from beam_jobs.items import ItemsJobSpec, ModalitySource, build_items_pipeline
 from beam_jobs.read_tables import TableRow
@@ -60,6 +67,7 @@ def test_parse_item_types_columns_and_dead_letters_bad_values():
         ),
         TableRow("items.csv", 3, {"item_id": "i2", "categories": "c1| |c2", "year": "", "tags": ""}),
         TableRow("items.csv", 4, {"item_id": "i3", "year": "nineteen", "tags": ""}),
+        TableRow("items.csv", 5, {"item_id": "i4\ni5", "year": "", "tags": ""}),  # breaks the vocab
     ]
     with TestPipeline(argv=DIRECT) as p:
         out = (
@@ -74,7 +82,7 @@ def test_parse_item_types_columns_and_dead_letters_bad_values():
             label="items",
         )
         letters = out[DEAD_LETTER] | beam.Map(lambda d: (d.line, d.reason))
-        assert_that(letters, equal_to([(4, "bad declared value")]), label="letters")
+        assert_that(letters, equal_to([(4, "bad declared value"), (5, "invalid id")]), label="letters")
 
 
 def test_dedupe_keeps_the_first_by_file_and_line():
@@ -140,6 +148,19 @@ def test_decode_audio_resamples_mixes_and_fits_length(tmp_path):
         assert_that(
             letters, equal_to([("noise", "undecodable audio"), ("zero", "missing file")]), label="letters"
         )
+
+
+def test_decode_audio_refuses_truncated_wavs():
+    whole = wav_bytes(np.sin(np.arange(16000) / 10.0) * 0.5, 16000)
+    half = whole[: len(whole) // 2]
+    patched = half[:4] + (len(half) - 8).to_bytes(4, "little") + half[8:]  # only the data chunk tells
+    for cut in (half, whole[:30], whole[:-1], patched):
+        with pytest.raises(TruncatedAudioError) as error:
+            decode_audio(cut)
+        assert error.value.reason == "truncated audio"
+    streamed = whole[:4] + b"\xff\xff\xff\xff" + whole[8:40] + b"\xff\xff\xff\xff" + whole[44:]
+    for complete in (whole, streamed):  # a streamed WAV's writer never learned the sizes
+        assert decode_audio(complete)[0].shape == (16000,)
 
 
 def test_resample_keeps_the_pitch_and_fit_length_tiles_or_crops():

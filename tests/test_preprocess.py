@@ -189,3 +189,15 @@ def test_ml100k_with_posters_and_plots(tmp_path, encoder_cache):
     assert stages["interactions.parse"].input == 100_000
     assert stages["interactions.filter"].filtered > 0  # ratings below 3 under the movielens preset
     assert all(c.balanced for c in manifest.stage_counts)
+
+
+def test_detect_modalities_reads_through_rows_the_jobs_will_dead_letter(tmp_path):
+    from beam_jobs.preprocess import detect_modalities
+
+    items = tmp_path / "items.csv"
+    huge = b"x" * (2 << 20)  # past the csv module's default field limit
+    items.write_bytes(
+        b"item_id,title,description,image,audio\n"
+        b"i1,Caf\xe9,,," + b"\n" + b"i2,Big," + huge + b",,\n" + b"i3,Fine,,images/a.png,audio/a.wav\n"
+    )
+    assert detect_modalities(str(items), raw.RawDatasetInfo()) == {"text", "image", "audio"}
