@@ -2,6 +2,7 @@
 socket (TF_SERVING_REST.md §2.2, §2.3, §3.1)."""
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from tfrs_mm.serving.errors import ServingError
 from tfrs_mm.serving.model_config import ModelConfig, VersionPolicy, parse_model_config
 from tfrs_mm.serving.models import ModelManager
 from tfrs_mm.serving.ops_audit import audit_meta_graph, graph_ops, refused_ops, unregistered_ops
+from tfrs_mm.serving.probe import raw_exchange
 from tfrs_mm.serving.servable import read_meta_graph
 from tfrs_mm.serving.testing import write_half_plus_two, write_models_config
 
@@ -315,6 +317,27 @@ def test_real_socket_on_loopback(tmp_path, templates):
         assert response.status_code == 400 and "Malformed request" in response.json()["error"]
         response = http.get("/nothing")
         assert response.status_code == 404 and response.headers["content-type"].startswith("text/html")
+
+
+def test_stalled_requests_get_408_and_malformed_http_a_json_error(tmp_path, templates):
+    """Found by the fault suite: stalled requests held their connection for ever; bad HTTP got plain text."""
+    publish(templates[0], tmp_path / "hp", 1)
+    config = write_models_config(tmp_path / "models.config", {"hp": tmp_path / "hp"})
+    head = b"POST /v1/models/hp:predict HTTP/1.1\r\nHost: x\r\n"
+    with running_server(str(config), poll_seconds=0, read_timeout_seconds=0.5) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for stalled in (b"", head, head + b"Content-Length: 20\r\n\r\n{"):  # nothing, headers, body
+            reply = raw_exchange(port, stalled)
+            assert reply.status == 408, reply
+            assert "not received within 0.5 seconds" in json.loads(reply.body)["error"]
+        reply = raw_exchange(port, head + b"Content-Length: 20\r\n\r\n" + b'{"instances": [1.0]}')
+        assert reply.status == 200 and json.loads(reply.body) == {"predictions": [2.5]}
+        reply = raw_exchange(port, head + b"Content-Length: 300000\r\n\r\n" + b" " * 300_000)  # no 431
+        assert reply.status == 400 and "document is empty" in json.loads(reply.body)["error"]
+        for garbage, status in ((b"GARBAGE\r\n\r\n", 400), (head + b"X: " + b"a" * 2**17 + b"\r\n\r\n", 431)):
+            reply = raw_exchange(port, garbage)
+            assert (reply.status, reply.content_type) == (status, "application/json"), reply
+            assert set(json.loads(reply.body)) == {"error"}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -320,13 +320,19 @@ def test_version_and_label_routing_with_two_served_versions(client):
         ("POST", f"{M}/versions/123/labels/Version_Label:predict", 400, "Malformed request"),
         ("GET", "/v1/models/default/", 400, "Malformed request"),
         ("POST", "/v1/models/default:classify", 501, ":predict only"),
+        # Found by the fault suite: an encoded newline got Starlette's plain-text 404, a version over
+        # 4300 digits Python's int() error.
+        ("GET", "/v1/models/a%0Ab", 404, "Could not find any versions of model a\nb"),
+        ("POST", "/v1/models/a%0Ab:predict", 404, "Servable not found for request: Latest(a\nb)"),
+        ("GET", f"/v1/models/default/versions/{'9' * 5000}", 400, "Failed to convert version"),
+        ("GET", "/v1/models/default/versions/000123", 200, ""),  # leading zeros are fine, as in absl
     ],
 )
 def test_path_edge_cases(client, method, path, status, substring):
     response = client.request(method, path, content=b'{"instances": [1.0]}')
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
-    assert substring in response.json()["error"]
+    assert substring in response.json().get("error", "")
 
 
 def test_case_insensitive_paths_and_percent_decoding(client):
@@ -474,6 +480,12 @@ def test_gzip_request_body(client):
     body = gzip.compress(json.dumps({"instances": [2.0]}).encode())
     response = client.post("/v1/models/default:predict", content=body, headers={"Content-Encoding": "gzip"})
     assert response.json() == {"predictions": [3.0]}
+
+
+def test_a_lone_surrogate_escape_is_a_json_error(client):
+    body = b'{"signature_name": "strings", "instances": ["\\ud800"]}'  # found by the fault suite
+    response = client.post("/v1/models/default:predict", content=body)
+    assert response.status_code == 400 and "surrogate pair in string is invalid" in response.json()["error"]
 
 
 def test_request_size_limit_gives_413(models_config):

@@ -264,11 +264,18 @@ def _leaf(value: Any, dtype: str) -> Any:
         raise unimplemented(f"Conversion of JSON Value: {debug_string(value)} to type: {dtype_string(dtype)}")
     if not kind.accepts(value):
         raise _type_error(value, dtype)
-    return value.encode("utf-8", errors="surrogateescape") if dtype == "DT_STRING" else value
+    return _utf8(value) if dtype == "DT_STRING" else value
+
+
+def _utf8(value: str) -> bytes:
+    try:
+        return value.encode("utf-8", errors="surrogateescape")  # raw undecodable request bytes round-trip
+    except UnicodeEncodeError:  # a lone surrogate escape (\ud800), which rapidjson refuses while parsing
+        raise invalid_argument("JSON Parse error: The surrogate pair in string is invalid.") from None
 
 
 def _encode_utf8(values: list[str]) -> list[bytes]:
-    return [value.encode("utf-8", errors="surrogateescape") for value in values]
+    return [_utf8(value) for value in values]
 
 
 def _type_error(value: Any, dtype: str) -> ServingError:

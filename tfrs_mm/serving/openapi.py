@@ -55,6 +55,9 @@ _ERRORS = {
         "Malformed request, bad JSON, bad tensor values, unknown label or signature.", "Error"
     ),
     "404": _json_response("Unknown model or version (or a model needing an unregistered op).", "Error"),
+    "408": _json_response("Request not received whole within the server's read timeout.", "Error"),
+    "413": _json_response("Request body larger than max_request_bytes (after gzip).", "Error"),
+    "431": _json_response("Request line and headers larger than 64 KiB.", "Error"),
     "default": _json_response("Any other failure, as TF Serving maps canonical codes to HTTP.", "Error"),
 }
 
@@ -97,7 +100,9 @@ def _model_paths() -> dict:
             _json_response("Outputs, in the request's format", "PredictResponse"),
             requestBody={"required": True, "content": {_JSON: {"schema": _ref("PredictRequest")}}},
         )
-        predict["responses"]["413"] = _json_response("Request body larger than max_request_bytes", "Error")
+        predict["responses"]["501"] = _json_response(
+            "An input dtype JSON cannot be converted to (half, bfloat16, ...), as in TF Serving.", "Error"
+        )
         paths[base + ":predict"] = {"post": predict}
     return paths
 

@@ -127,9 +127,11 @@ def _parse_target(method: str, path: str) -> _Target | None:
     model_name = _unescape(name) if name else ""
     version = None
     if version_text:
-        version = int(version_text)
-        if version > _INT64_MAX:
+        # Length first: int() refuses texts over 4300 digits with its own ValueError.
+        digits = version_text.lstrip("0") or "0"
+        if len(digits) > len(str(_INT64_MAX)) or int(digits) > _INT64_MAX:
             raise invalid_argument(f"Failed to convert version: {version_text} to numeric.")
+        version = int(digits)
     return _Target(model_name, version, _unescape(label) if label else None, verb)
 
 

@@ -9,7 +9,8 @@ Routing is done on the raw request target (`scope["raw_path"]` plus the query
 string), because TF Serving matches its regexes against the undecoded path
 with any query attached (TF_SERVING_REST.md §1.1): `(?i)/v1/.*` goes to the
 TF Serving handler, the Prometheus path and `/openapi.json` are served
-beside it, anything else gets a plain HTML 404 as from libevent.
+beside it, anything else gets a plain HTML 404 as from libevent. Requests
+must arrive within a read timeout (`protocol.py`): stalled clients get 408.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
 
 from tfrs_mm.serving.errors import error_body
 from tfrs_mm.serving.metrics import DEFAULT_PATH as DEFAULT_METRICS_PATH
@@ -39,6 +39,7 @@ from tfrs_mm.serving.model_config import read_model_config
 from tfrs_mm.serving.models import ModelManager
 from tfrs_mm.serving.openapi import openapi_document
 from tfrs_mm.serving.ops_audit import enable_custom_ops
+from tfrs_mm.serving.protocol import DEFAULT_READ_TIMEOUT_SECONDS, deadline_protocol
 from tfrs_mm.serving.routes import REST_PATH, RestApiHandler
 from tfrs_mm.serving.servable import load_version
 
@@ -76,6 +77,9 @@ class _RestEndpoint:
             response, size = await self._respond(request, method, target)
         except ClientDisconnect:
             return
+        except Exception as exc:  # never Starlette's plain-text 500: every answer is a JSON body
+            logger.exception("%s %s failed", method, target)
+            response, size = _json_response(500, error_body(f"{type(exc).__name__}: {exc}")), 0
         await response(scope, receive, send)
         self.metrics.observe_http(method, response.status_code)
         client = f"{scope['client'][0]}:{scope['client'][1]}" if scope.get("client") else "-"
@@ -183,7 +187,10 @@ def create_app(
         finally:
             await run_in_threadpool(manager.stop_polling)
 
-    app = Starlette(routes=[Route("/{path:path}", endpoint)], lifespan=lifespan)
+    app = Starlette(lifespan=lifespan)
+    # Every request goes to the endpoint, which routes on the raw target. Not a `Route("/{path:path}")`:
+    # its regex does not match a decoded newline (`%0A`), which then got Starlette's plain-text 404.
+    app.router.default = endpoint
     app.state.manager, app.state.metrics = manager, metrics
     return app
 
@@ -207,10 +214,21 @@ class _Server(uvicorn.Server):
                     captured.clear()
 
 
-def _uvicorn_server(app: Starlette, *, log_config=None, **config) -> uvicorn.Server:
+def _uvicorn_server(
+    app: Starlette, *, log_config=None, read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS, **config
+) -> uvicorn.Server:
     # Our own request line replaces uvicorn's access log; in-flight requests get 10 s at shutdown.
+    # TF Serving has no websockets: upgrade requests are answered as plain HTTP.
     return _Server(
-        uvicorn.Config(app, access_log=False, log_config=log_config, timeout_graceful_shutdown=10, **config)
+        uvicorn.Config(
+            app,
+            http=deadline_protocol(read_timeout_seconds),
+            ws="none",
+            access_log=False,
+            log_config=log_config,
+            timeout_graceful_shutdown=10,
+            **config,
+        )
     )
 
 
@@ -219,11 +237,13 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8501,
     custom_ops: Iterable[str] = (),
+    read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS,
     **app_options,
 ) -> None:
     """Serves until SIGINT/SIGTERM (then shuts down cleanly). `app_options` go to `create_app`.
 
-    Binds 127.0.0.1 by default: the server has no authentication.
+    Binds 127.0.0.1 by default: the server has no authentication. A request
+    not received whole within `read_timeout_seconds` gets 408.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -233,7 +253,13 @@ def serve(
         )
     app = create_app(model_config_file, custom_ops=custom_ops, **app_options)
     logger.info("Serving TF Serving's REST API on http://%s:%d", host, port)
-    _uvicorn_server(app, host=host, port=port, log_config=uvicorn.config.LOGGING_CONFIG).run()
+    _uvicorn_server(
+        app,
+        host=host,
+        port=port,
+        log_config=uvicorn.config.LOGGING_CONFIG,
+        read_timeout_seconds=read_timeout_seconds,
+    ).run()
 
 
 @contextlib.contextmanager
@@ -243,6 +269,7 @@ def running_server(
     host: str = "127.0.0.1",
     port: int = 0,
     startup_timeout_seconds: float = 60.0,
+    read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS,
     **app_options,
 ) -> Iterator[str]:
     """Runs the server in a background thread; yields its base URL (`http://127.0.0.1:<port>`).
@@ -258,7 +285,7 @@ def running_server(
     except OSError:
         sock.close()
         raise
-    server = _uvicorn_server(app)
+    server = _uvicorn_server(app, read_timeout_seconds=read_timeout_seconds)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="tfrs-mm-serving", daemon=True
     )
