@@ -6,17 +6,25 @@ PIP := $(BIN)/python -m pip
 DEMO_DIR ?= build/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow lint format install install-dev constraints clean
+.PHONY: demo test test-slow test-faults faults-report lint format install install-dev constraints clean
 
 demo: $(VENV)/.installed
 	$(BIN)/tfrs-mm demo --out $(DEMO_DIR)
 
 test: $(VENV)/.installed-dev lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not faults" $(PYTEST_ARGS)
+
+# Fault, load and bad-input tier (hostile catalog, killed training, fuzzed and loaded server).
+test-faults: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
+
+# The same scenarios, measured: writes bench/results/faults.{json,md}.
+faults-report: $(VENV)/.installed-dev
+	$(BIN)/python bench/bench_faults.py
 
 # Slow tier (training, notebooks on bigger data): opt in.
 test-slow: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest --runslow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not faults" --runslow $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -10,7 +10,7 @@ import pytest
 
 from tfrs_mm import cli
 from tfrs_mm import config as config_lib
-from tfrs_mm.training.retrieval import train_and_evaluate
+from tfrs_mm.training.retrieval import train_and_evaluate, train_retrieval
 
 FAST = ["train.epochs=3", "train.batch_size=64", "train.learning_rate=3e-3", "model.embedding_dim=16"]
 FAST += ["train.checkpoint_every_steps=5"]
@@ -151,3 +151,41 @@ def test_multi_worker_mirrored_strategy_with_two_local_workers(sample_dataset, t
     assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errors]
     assert (tmp_path / "worker0" / "metrics.json").exists()  # the chief writes
     assert not (tmp_path / "worker1" / "metrics.json").exists()
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_run_that_crashed_mid_epoch_resumes_exactly(sample_dataset, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from tfrs_mm import schema
+    from tfrs_mm.training import resumable
+    from tfrs_mm.training.data import steps_per_epoch
+
+    # Without modality dropout nothing random is drawn after the seed: resuming must change nothing.
+    config = _config("model.modality_dropout=0", "train.epochs=2")
+    data = str(sample_dataset / "data")
+    uninterrupted = train_retrieval(config, data, str(tmp_path / "clean"), verbose=False)[2]
+
+    steps = steps_per_epoch(schema.read_manifest(data), "train", 64)
+    backup = 5 * ((steps + steps // 2) // 5)  # a backup (every 5 steps) in the middle of epoch 2
+
+    class CrashAfter(tf.keras.callbacks.Callback):
+        done = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.done += 1
+            if self.done == backup + 2:
+                raise _Crash()
+
+    callbacks = resumable.training_callbacks
+    monkeypatch.setattr(resumable, "training_callbacks", lambda *a: [*callbacks(*a), CrashAfter()])
+    with pytest.raises(_Crash):
+        train_retrieval(config, data, str(tmp_path / "crashed"), verbose=False)
+    monkeypatch.undo()
+    resumed = train_retrieval(config, data, str(tmp_path / "crashed"), verbose=False)[2]
+    assert resumed["resumed_from_step"] == backup
+    assert resumed["steps_run"] == uninterrupted["steps_run"] - backup == 2 * steps - backup
+    assert resumed["history"]["loss"][-1] == pytest.approx(uninterrupted["history"]["loss"][-1], rel=1e-5)

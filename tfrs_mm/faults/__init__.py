@@ -9,5 +9,6 @@ writes them to `bench/results/faults.{json,md}`.
 
 from tfrs_mm.faults.catalog import run_catalog_faults
 from tfrs_mm.faults.serving import run_serving_faults
+from tfrs_mm.faults.training import run_training_faults
 
-__all__ = ["run_catalog_faults", "run_serving_faults"]
+__all__ = ["run_catalog_faults", "run_serving_faults", "run_training_faults"]

@@ -12,6 +12,7 @@ import numpy as np
 
 from tfrs_mm import fileio, schema
 from tfrs_mm.schema import features as F
+from tfrs_mm.training import numeric_checks
 
 
 def _files(data_dir: str, pattern: str) -> list[str]:
@@ -64,6 +65,9 @@ def read_user_table(data_dir: str, manifest: schema.Manifest):
     masks = {F.presence_feature(s.name) for s in specs if s.dtype == "float32"}
     categorical = [s.name for s in specs if s.dtype == "string" and s.name != F.USER_ID]
     numeric = [s.name for s in specs if s.dtype == "float32"]
+    # The records hold 0 where a value is missing, so any NaN or inf is damage, present or not.
+    source = f"users records ({manifest.files['users']})"
+    numeric_checks.check_finite_records(arrays, numeric, F.USER_ID, source)
     unexpected = [s.name for s in specs if s.name not in {F.USER_ID, *categorical, *numeric, *masks}]
     if unexpected:
         raise ValueError(f"user features {unexpected} are neither categorical, numeric nor presence masks")
@@ -93,6 +97,11 @@ def read_vocabulary(data_dir: str, manifest: schema.Manifest, name: str) -> list
         return [line.rstrip("\n") for line in f if line.strip()]
 
 
+def steps_per_epoch(manifest: schema.Manifest, split: str, batch_size: int) -> int:
+    """Batches in one pass over `split` (the last one may be short)."""
+    return -(-manifest.split.counts[split] // batch_size)
+
+
 def interaction_dataset(
     data_dir: str,
     manifest: schema.Manifest,
@@ -111,29 +120,87 @@ def interaction_dataset(
     examples in memory after the first epoch (for datasets that fit).
     `shuffle` reshuffles every epoch over `shuffle_buffer` examples, 0 meaning
     the whole split: the Beam job writes each user's examples together, and a
-    short buffer would fill a batch with a few users.
+    short buffer would fill a batch with a few users. A NaN or infinite float
+    feature stops iteration with an error naming it (`numeric_checks`).
     """
     import tensorflow as tf
 
-    files = _files(data_dir, manifest.files[split])
-    if not files:
-        raise FileNotFoundError(f"no {split} records match {manifest.files[split]} in {data_dir}")
-    spec = schema.parsing_spec(manifest.interaction_features)
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
-    if cache:
-        dataset = dataset.cache()
+    dataset = _records(data_dir, manifest, split, cache)
     if shuffle:
-        # Records are grouped by user: only a buffer the size of the split gives uniform batches.
-        buffer = shuffle_buffer or manifest.split.counts.get(split, 0) or 100_000
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(
+            _buffer(manifest, split, shuffle_buffer), seed=seed, reshuffle_each_iteration=True
+        )
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size, drop_remainder=False)
     if not repeat and split in manifest.split.counts:
         # A known number of steps lets Keras checkpoint mid-epoch and resume at the right step.
-        steps = -(-manifest.split.counts[split] // batch_size)
+        steps = steps_per_epoch(manifest, split, batch_size)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-    dataset = dataset.map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    return _parsed(dataset, manifest, split)
+
+
+def train_stream(
+    data_dir: str,
+    manifest: schema.Manifest,
+    batch_size: int,
+    *,
+    epochs: int,
+    seed: int,
+    shuffle_buffer: int = 0,
+    cache: bool = False,
+    start: tuple[int, int] = (0, 0),
+):
+    """The train split shuffled afresh every epoch, as one stream of batches from (epoch, step) `start` on.
+
+    Epoch `e` is shuffled with a seed made of (`seed`, `e`), so its order does
+    not depend on how many epochs this process has already run: a run resumed
+    from a backup at (epoch, step) continues with exactly the batches an
+    uninterrupted run would see next. (Keras alone restarts the epoch's
+    iterator, so a resumed epoch would train its first batches twice and never
+    reach its last ones.) Fit it with `steps_per_epoch(manifest, "train", batch_size)`.
+    """
+    import tensorflow as tf
+
+    records = _records(data_dir, manifest, "train", cache)
+    buffer, steps = _buffer(manifest, "train", shuffle_buffer), steps_per_epoch(manifest, "train", batch_size)
+
+    def epoch_batches(epoch):
+        order = records.shuffle(buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+        # The epochs are told apart only by counting batches: a wrong count in the manifest must fail.
+        return order.batch(batch_size).apply(tf.data.experimental.assert_cardinality(steps))
+
+    epoch, step = start
+    dataset = tf.data.Dataset.range(epoch, epochs, dtype=tf.int64).flat_map(epoch_batches).skip(step)
+    return _parsed(dataset, manifest, "train")
+
+
+def _records(data_dir: str, manifest: schema.Manifest, split: str, cache: bool):
+    import tensorflow as tf
+
+    files = _files(data_dir, manifest.files[split])
+    if not files:
+        raise FileNotFoundError(f"no {split} records match {manifest.files[split]} in {data_dir}")
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
+    return dataset.cache() if cache else dataset
+
+
+def _buffer(manifest: schema.Manifest, split: str, shuffle_buffer: int) -> int:
+    # Records are grouped by user: only a buffer the size of the split gives uniform batches.
+    return shuffle_buffer or manifest.split.counts.get(split, 0) or 100_000
+
+
+def _parsed(batches, manifest: schema.Manifest, split: str):
+    """Batches of serialised records → parsed, finite-checked, prefetched feature batches."""
+    import tensorflow as tf
+
+    spec = schema.parsing_spec(manifest.interaction_features)
+    floats = numeric_checks.float_features(manifest.interaction_features)
+
+    def parse(serialized):
+        return numeric_checks.assert_finite_batch(tf.io.parse_example(serialized, spec), floats, split)
+
+    dataset = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     # Shard by element, not by file: a split may be a single TFRecord shard, fewer than the workers.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

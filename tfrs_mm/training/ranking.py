@@ -12,18 +12,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 
 import numpy as np
 
 from tfrs_mm import config as config_lib
 from tfrs_mm import fileio, schema
 from tfrs_mm.training import data as data_lib
-from tfrs_mm.training import ranking_data
+from tfrs_mm.training import numeric_checks, ranking_data
+from tfrs_mm.training.resumable import fit_resumable
 from tfrs_mm.training.retrieval import (
     effective_model_config,
+    history_lists,
     load_retrieval_data,
     make_optimizer,
+    seed_everything,
+    throughput,
+    train_batches,
     write_metrics,
 )
 from tfrs_mm.training.strategy import is_chief, make_strategy
@@ -70,30 +74,15 @@ def make_sampler(
     )
 
 
-def list_dataset(data_dir, manifest, split, config, sampler, shuffle: bool):
-    base = data_lib.interaction_dataset(
-        data_dir,
-        manifest,
-        split,
-        config.train.batch_size,
-        shuffle=shuffle,
-        shuffle_buffer=config.train.shuffle_buffer,
-        seed=config.train.seed,
-        cache=shuffle and config.train.cache_dataset,
-    )
+def list_dataset(data_dir, manifest, split, config, sampler):
+    """Fixed-order lists of a split (validation)."""
+    base = data_lib.interaction_dataset(data_dir, manifest, split, config.train.batch_size)
     return ranking_data.add_candidates(base, sampler)
 
 
-def _callbacks(workdir: str, train: config_lib.TrainConfig) -> list:
-    import tensorflow as tf
-
-    return [
-        tf.keras.callbacks.BackupAndRestore(
-            fileio.join(workdir, "backup"), save_freq=train.checkpoint_every_steps, delete_checkpoint=False
-        ),
-        tf.keras.callbacks.TensorBoard(fileio.join(workdir, "logs"), update_freq="epoch"),
-        tf.keras.callbacks.TerminateOnNaN(),
-    ]
+def train_lists(config: config_lib.Config, data_dir: str, manifest, sampler, start):
+    """Train lists from (epoch, step) `start` on, interactions shuffled per epoch as in retrieval."""
+    return ranking_data.add_candidates(train_batches(config.train, data_dir, manifest, start), sampler)
 
 
 def build_ranking(model_config, data, retrieval=None):
@@ -120,6 +109,7 @@ def train_ranking(config: config_lib.Config, data_dir: str, workdir: str, verbos
     logger.info(
         "training the ranker with %s over %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync
     )
+    seed_everything(config.train.seed)
     with strategy.scope():  # the frozen retrieval towers become part of the ranker
         retrieval = load_retrieval_for_ranking(workdir)
     manifest = schema.read_manifest(data_dir)
@@ -128,29 +118,26 @@ def train_ranking(config: config_lib.Config, data_dir: str, workdir: str, verbos
     if is_chief():
         config_lib.save_config(dataclasses.replace(config, model=model_config), out)
     data = load_retrieval_data(data_dir, manifest, model_config.modalities)
-    sampler = make_sampler(config, retrieval, data, data_dir, manifest)
+    with numeric_checks.nonfinite_inputs_by_name():  # hard negatives and lists read the interactions
+        sampler = make_sampler(config, retrieval, data, data_dir, manifest)
+        valid = ranking_data.fixed_lists(list_dataset(data_dir, manifest, "valid", config, sampler))
     with strategy.scope():
         model = build_ranking(model_config, data, retrieval)
         model.compile(optimizer=make_optimizer(config.train))
-    train_ds = list_dataset(data_dir, manifest, "train", config, sampler, shuffle=True)
-    valid = ranking_data.fixed_lists(
-        list_dataset(data_dir, manifest, "valid", config, sampler, shuffle=False)
+    steps = data_lib.steps_per_epoch(manifest, "train", config.train.batch_size)
+    history, fit_info = fit_resumable(
+        model,
+        lambda start: train_lists(config, data_dir, manifest, sampler, start),
+        steps,
+        config.train,
+        out,
+        verbose=verbose,
     )
-    callbacks = _callbacks(out, config.train)
-    if verbose:
-        import tensorflow as tf
-
-        callbacks.append(tf.keras.callbacks.ProgbarLogger(count_mode="steps"))
-    start = time.perf_counter()
-    history = model.fit(train_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=0)
-    seconds = time.perf_counter() - start
     metrics = {
         "training": {
-            "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-            "train_seconds": round(seconds, 2),
-            "lists_per_second": round(
-                manifest.split.counts.get("train", 0) * len(history.epoch) / seconds, 1
-            ),
+            "history": history_lists(history),
+            **fit_info,
+            "lists_per_second": throughput(fit_info, steps, manifest)["examples_per_second"],
         },
         "valid": score_lists(model.ranker, valid),
     }

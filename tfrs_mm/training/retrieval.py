@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 
 import numpy as np
 
 from tfrs_mm import config as config_lib
 from tfrs_mm import fileio, schema
 from tfrs_mm.training import data as data_lib
+from tfrs_mm.training import numeric_checks
+from tfrs_mm.training.resumable import fit_resumable
 from tfrs_mm.training.strategy import is_chief, make_strategy
 from tfrs_mm.training.warm_start import FINAL_CHECKPOINT, build_towers, save_towers, warm_start
 
@@ -46,6 +47,9 @@ def load_retrieval_data(
     from tfrs_mm.models import ItemTable
 
     records = data_lib.read_item_records(data_dir, manifest)
+    embeddings = [schema.features.embedding_feature(m) for m in modalities]
+    source = f"items records ({manifest.files['items']})"
+    numeric_checks.check_finite_records(records, embeddings, schema.features.ITEM_ID, source)
     table = ItemTable(
         item_ids=records[schema.features.ITEM_ID],
         embeddings={m: records[f"{m}_embedding"] for m in modalities},
@@ -95,20 +99,11 @@ def make_optimizer(train: config_lib.TrainConfig):
     return optimizers[train.optimizer](learning_rate=train.learning_rate)
 
 
-def _callbacks(workdir: str, train: config_lib.TrainConfig, verbose: bool) -> list:
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and TensorFlow: the same command then trains the same model."""
     import tensorflow as tf
 
-    callbacks = [
-        # Saves every `checkpoint_every_steps` steps and restores on restart: a killed run resumes mid-epoch.
-        tf.keras.callbacks.BackupAndRestore(
-            fileio.join(workdir, "backup"), save_freq=train.checkpoint_every_steps, delete_checkpoint=False
-        ),
-        tf.keras.callbacks.TensorBoard(fileio.join(workdir, "logs"), update_freq="epoch"),
-        tf.keras.callbacks.TerminateOnNaN(),
-    ]
-    if verbose:
-        callbacks.append(tf.keras.callbacks.ProgbarLogger(count_mode="steps"))
-    return callbacks
+    tf.keras.utils.set_random_seed(seed)
 
 
 def train_retrieval(
@@ -121,6 +116,7 @@ def train_retrieval(
     """
     strategy = make_strategy(config.train)
     logger.info("training with %s over %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
+    seed_everything(config.train.seed)
     manifest = schema.read_manifest(data_dir)
     model_config = effective_model_config(config.model, manifest)
     if is_chief():
@@ -132,39 +128,49 @@ def train_retrieval(
         if config.train.warm_start_from:
             warm_start(model, config.train.warm_start_from)
         model.compile(optimizer=make_optimizer(config.train))
-    train_ds = data_lib.interaction_dataset(
-        data_dir,
-        manifest,
-        "train",
-        config.train.batch_size,
-        shuffle=True,
-        shuffle_buffer=config.train.shuffle_buffer,
-        seed=config.train.seed,
-        cache=config.train.cache_dataset,
-    )
     valid_ds = data_lib.interaction_dataset(data_dir, manifest, "valid", config.train.batch_size)
-    start = time.perf_counter()
-    history = model.fit(
-        train_ds,
+    steps = data_lib.steps_per_epoch(manifest, "train", config.train.batch_size)
+    history, fit_info = fit_resumable(
+        model,
+        lambda start: train_batches(config.train, data_dir, manifest, start),
+        steps,
+        config.train,
+        workdir,
         validation_data=valid_ds,
-        epochs=config.train.epochs,
-        callbacks=_callbacks(workdir, config.train, verbose),
-        verbose=0,
+        verbose=verbose,
     )
-    seconds = time.perf_counter() - start
     if is_chief():
         model.save_weights(fileio.join(workdir, FINAL_CHECKPOINT))
         save_towers(model, workdir)
-    examples = manifest.split.counts.get("train", 0) * len(history.epoch)
-    timing = {
-        "train_seconds": round(seconds, 2),
-        "examples_per_second": round(examples / max(seconds, 1e-9), 1),
-    }
     return (
         model,
         data,
-        {"history": {k: [float(v) for v in vs] for k, vs in history.history.items()}, **timing},
+        {"history": history_lists(history), **fit_info, **throughput(fit_info, steps, manifest)},
     )
+
+
+def train_batches(train: config_lib.TrainConfig, data_dir: str, manifest: schema.Manifest, start):
+    """The train split's batches from (epoch, step) `start` on, shuffled per epoch by `train.seed`."""
+    return data_lib.train_stream(
+        data_dir,
+        manifest,
+        train.batch_size,
+        epochs=train.epochs,
+        seed=train.seed,
+        shuffle_buffer=train.shuffle_buffer,
+        cache=train.cache_dataset,
+        start=start,
+    )
+
+
+def history_lists(history) -> dict[str, list[float]]:
+    return {k: [float(v) for v in vs] for k, vs in history.history.items()}
+
+
+def throughput(fit_info: dict, steps_per_epoch: int, manifest: schema.Manifest) -> dict:
+    """Train examples per second of this process's steps (a resumed run ran only some of them)."""
+    examples = manifest.split.counts.get("train", 0) * fit_info["steps_run"] / max(steps_per_epoch, 1)
+    return {"examples_per_second": round(examples / max(fit_info["train_seconds"], 1e-9), 1)}
 
 
 def write_metrics(workdir: str, metrics: dict) -> str:
@@ -183,7 +189,8 @@ def evaluate_trained(
     from tfrs_mm.evaluation import retrieval_eval
 
     catalog = list(data.table.item_ids)
-    truth = retrieval_eval.load_eval_split(data_dir, manifest, catalog, "test")
+    with numeric_checks.nonfinite_inputs_by_name():
+        truth = retrieval_eval.load_eval_split(data_dir, manifest, catalog, "test")
     groups = retrieval_eval.read_user_groups(manifest.source.get("raw_dir", ""), truth.users)
     metrics = retrieval_eval.evaluate_model(model, catalog, truth, data.frequencies, user_groups=groups)
     modalities = model.item_tower.modalities
