@@ -336,8 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = _HANDLERS[args.command]
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        # Bad input is the user's to fix: say what and where, without a traceback.
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+        # Bad input (or a diverging learning rate) is the user's to fix: say what and where, no traceback.
         print(f"tfrs-mm {args.command}: error: {e}", file=sys.stderr)
         return EXIT_INVALID
 

@@ -83,7 +83,7 @@ class TrainConfig:
     cache_dataset: bool = True  # cache parsed examples when they fit in memory
     checkpoint_every_steps: int = 200
     warm_start_from: str = ""  # workdir of an earlier run to initialise from
-    seed: int = 42
+    seed: int = 42  # seeds shuffling, initial weights and dropout: the same command gives the same run
 
 
 @dataclasses.dataclass(frozen=True)

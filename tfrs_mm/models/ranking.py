@@ -21,6 +21,7 @@ import tensorflow_recommenders as tfrs
 from tfrs_mm.config import ModelConfig
 from tfrs_mm.models.item_table import ItemTable
 from tfrs_mm.models.item_tower import ItemTower
+from tfrs_mm.models.mean_loss import MeanLossModel
 from tfrs_mm.models.ranker import SCORES, CrossAttentionRanker
 from tfrs_mm.schema.features import HISTORY, USER_ID
 
@@ -45,7 +46,7 @@ def ranking_loss(name: str) -> tf.keras.losses.Loss:
     raise ValueError(f"ranking loss must be one of {LOSSES}, got {name!r}")
 
 
-class RankingModel(tfrs.Model):
+class RankingModel(MeanLossModel):
     """`tfrs.tasks.Ranking` over the ranker's list scores, with AUC as its metric.
 
     Args:

@@ -11,6 +11,7 @@ import tensorflow_recommenders as tfrs
 from tfrs_mm.config import ModelConfig
 from tfrs_mm.models.item_table import ItemTable
 from tfrs_mm.models.item_tower import ItemTower
+from tfrs_mm.models.mean_loss import MeanLossModel
 from tfrs_mm.models.query_tower import QueryTower
 from tfrs_mm.models.user_features import UserFeatures, UserTable
 from tfrs_mm.schema.features import HISTORY, ITEM_ID, USER_ID
@@ -19,7 +20,7 @@ from tfrs_mm.schema.features import HISTORY, ITEM_ID, USER_ID
 _ID_HASH_BUCKETS = 2**62
 
 
-class RetrievalModel(tfrs.Model):
+class RetrievalModel(MeanLossModel):
     """Query tower × item tower, scored by `tfrs.tasks.Retrieval` over in-batch negatives.
 
     The loss is TFRS's SUM-reduced softmax cross-entropy, so per-replica losses add
