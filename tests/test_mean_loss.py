@@ -1,9 +1,9 @@
 """MeanLossModel logs the epoch's mean loss, where tfrs.Model logs the last batch's."""
 
-import tfrs_mm  # noqa: F401  (tf-keras first)
 import pytest
 import tensorflow as tf
 
+import tfrs_mm  # noqa: F401  (tf-keras first)
 from tfrs_mm.models.mean_loss import MeanLossModel
 
 
