@@ -113,3 +113,14 @@ def _scores_by_user(text: str) -> dict[str, dict[str, float]]:
         user = block.split()[0].rstrip(":")
         scores[user] = {m[0]: float(m[1]) for m in re.findall(r"\((\S+)\)  score (-?[0-9.]+):", block)}
     return scores
+
+
+def test_serve_passes_its_limits_to_the_server(monkeypatch, tmp_path):
+    from tfrs_mm.serving import server
+
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda config, **options: seen.update(options, config=config))
+    argv = ["serve", "--model_config_file", str(tmp_path / "models.config"), "--read_timeout_seconds", "5"]
+    assert cli.main([*argv, "--max_request_bytes", "1024"]) == 0
+    assert seen["read_timeout_seconds"] == 5.0 and seen["max_request_bytes"] == 1024
+    assert seen["config"] == str(tmp_path / "models.config")

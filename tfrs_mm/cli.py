@@ -93,6 +93,12 @@ def _add_serving_commands(sub) -> None:
     p.add_argument(
         "--max_request_bytes", type=int, default=64 * 2**20, help="bigger request bodies get HTTP 413"
     )
+    p.add_argument(
+        "--read_timeout_seconds",
+        type=float,
+        default=30.0,
+        help="a request not received whole within this time gets HTTP 408 (slow or stalled clients)",
+    )
 
     p = sub.add_parser("query", help="ask a running server for recommendations")
     p.add_argument("--url", required=True)
@@ -275,6 +281,7 @@ def _serve(args: argparse.Namespace) -> int:
         custom_ops=custom_ops,
         poll_seconds=args.file_system_poll_wait_seconds,
         max_request_bytes=args.max_request_bytes,
+        read_timeout_seconds=args.read_timeout_seconds,
     )
     return EXIT_OK
 
