@@ -228,15 +228,20 @@ class WriteStats(beam.PTransform):
 
 
 def read_stats(out_dir: str) -> dict:
-    """The stats a finished run wrote, checked: every input row is written, dead-lettered or filtered.
+    """The stats a finished run wrote, checked: every input row is written, dead-lettered or filtered."""
+    return read_balanced_stats(out_dir, STATS_FILE, "interactions")
+
+
+def read_balanced_stats(out_dir: str, stats_file: str, job: str) -> dict:
+    """A job's stats file (`stats_file` relative to `out_dir`), refused unless its counts balance.
 
     Raises:
         RuntimeError: if the counts do not balance (a bug, never bad data).
     """
-    with fileio.open_file(fileio.join(out_dir, STATS_FILE)) as f:
+    with fileio.open_file(fileio.join(out_dir, stats_file)) as f:
         stats = json.load(f)
     if not stats["balanced"]:
-        raise RuntimeError(f"interactions job lost rows: {json.dumps(stats['stages'])}")
+        raise RuntimeError(f"{job} job lost rows: {json.dumps(stats['stages'])}")
     return stats
 
 

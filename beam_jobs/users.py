@@ -33,7 +33,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.dead_letters import DEAD_LETTER, DeadLetter, WriteDeadLetters, reason_key
-from beam_jobs.interaction_outputs import vocabulary_lines, write_one_file
+from beam_jobs.interaction_outputs import read_balanced_stats, vocabulary_lines, write_one_file
 from beam_jobs.interactions import PseudonymizeUsers
 from beam_jobs.item_records import normalize_text
 from beam_jobs.read_tables import ID_BREAKERS, ReadRawTable, TableRow
@@ -349,11 +349,7 @@ def read_stats(out_dir: str) -> dict:
     Raises:
         RuntimeError: if the counts do not balance (a bug, never bad data).
     """
-    with fileio.open_file(fileio.join(out_dir, STATS_FILE)) as f:
-        stats = json.load(f)
-    if not stats["balanced"]:
-        raise RuntimeError(f"users job lost rows: {json.dumps(stats['stages'])}")
-    return stats
+    return read_balanced_stats(out_dir, STATS_FILE, "users")
 
 
 def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
