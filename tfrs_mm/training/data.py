@@ -6,6 +6,7 @@ what the Beam jobs wrote, with the same feature specs.
 
 from __future__ import annotations
 
+import functools
 import glob
 
 import numpy as np
@@ -171,7 +172,10 @@ def train_stream(
         return order.batch(batch_size).apply(tf.data.experimental.assert_cardinality(steps))
 
     epoch, step = start
-    dataset = tf.data.Dataset.range(epoch, epochs, dtype=tf.int64).flat_map(epoch_batches).skip(step)
+    # Python-int seeds, one dataset per epoch: a tensor seed (from `Dataset.range(...).flat_map`)
+    # breaks `shuffle` in graph mode when the global seed is 0.
+    parts = [epoch_batches(e) for e in range(epoch, epochs)] or [epoch_batches(0).take(0)]
+    dataset = functools.reduce(lambda done, part: done.concatenate(part), parts).skip(step)
     return _parsed(dataset, manifest, "train")
 
 
