@@ -8,6 +8,7 @@ Nothing outside the dataset root is read (see `raw.resolve_media_path`).
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -19,6 +20,9 @@ from tfrs_mm import fileio
 from tfrs_mm.data import raw
 
 MAX_MEDIA_BYTES = 64 << 20  # bigger files are almost certainly not catalog media
+# A small file can declare a huge image (a decompression bomb): decoding would allocate
+# height x width x 3 bytes. 40 MP is above an 8K frame; the image encoder downsizes to 128 px anyway.
+MAX_IMAGE_PIXELS = 40_000_000
 TARGET_RATE = 16_000  # musicnn's sample rate
 REMOTE_SCHEMES = ("gs://", "s3://", "hdfs://", "azfs://")
 
@@ -101,6 +105,9 @@ class ReadImageFn(_MediaFn):
     def decode(self, data: bytes) -> bytes:
         import tensorflow as tf
 
+        declared = declared_pixels(data)
+        if declared is not None and declared > MAX_IMAGE_PIXELS:
+            raise ImageTooLargeError(f"the image declares {declared:,} pixels, over {MAX_IMAGE_PIXELS:,}")
         try:
             # Decode exactly as the image encoder will, so a batch never fails in the model.
             pixels = tf.io.decode_image(data, channels=3, expand_animations=False)
@@ -109,6 +116,32 @@ class ReadImageFn(_MediaFn):
         if min(pixels.shape[:2]) < 1:
             raise ValueError("image has no pixels")
         return data
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose header declares more pixels than `MAX_IMAGE_PIXELS`: refused before decoding."""
+
+    reason = "image too large"
+
+
+def declared_pixels(data: bytes) -> int | None:
+    """Width x height from a PNG, GIF, BMP or JPEG header, without decoding; None if not found."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+    elif data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        width, height = struct.unpack("<HH", data[6:10])
+    elif data[:2] == b"BM" and len(data) >= 26:
+        width, height = (abs(v) for v in struct.unpack("<ii", data[18:26]))  # height < 0: top-down rows
+    elif data[:2] == b"\xff\xd8":
+        import tensorflow as tf
+
+        try:
+            height, width = tf.image.extract_jpeg_shape(data)[:2].numpy().tolist()
+        except tf.errors.OpError:
+            return None  # no readable frame header: the trial decode reports it
+    else:
+        return None
+    return int(width) * int(height)
 
 
 class DecodeAudioFn(_MediaFn):

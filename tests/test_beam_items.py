@@ -268,3 +268,29 @@ def test_items_job_dead_letters_every_bad_input(tmp_path, fake_encoders):
         assert (
             stats[f"{modality}/input"] == stats[f"{modality}/embedded"] + stats[f"{modality}/dead_lettered"]
         )
+
+
+def test_image_sizes_are_read_from_headers_and_bombs_refused_before_decoding():
+    import struct
+    import zlib
+
+    import tensorflow as tf
+
+    from beam_jobs.item_media import MAX_IMAGE_PIXELS, ImageTooLargeError, ReadImageFn, declared_pixels
+
+    image = tf.zeros([7, 5, 3], tf.uint8)
+    assert declared_pixels(tf.io.encode_png(image).numpy()) == 35
+    assert declared_pixels(tf.io.encode_jpeg(image).numpy()) == 35
+    assert declared_pixels(b"GIF89a\x05\x00\x07\x00") == 35
+    assert declared_pixels(b"not an image") is None
+    side = 1 + int(MAX_IMAGE_PIXELS**0.5)
+    body = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 13)
+        + b"IHDR"
+        + body
+        + struct.pack(">I", zlib.crc32(b"IHDR" + body))
+    )
+    with pytest.raises(ImageTooLargeError, match="declares"):
+        ReadImageFn("/nonexistent").decode(bomb)

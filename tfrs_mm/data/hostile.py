@@ -1,8 +1,8 @@
 """A hostile catalog: the sample catalog corrupted in every way a real one arrives broken.
 
 `write_hostile_catalog` generates the synthetic sample catalog and corrupts
-it: truncated and mislabelled images, zero-byte, truncated and non-audio WAVs,
-invalid UTF-8, wrong field counts, a 10 MB text field, NaN and negative
+it: truncated and mislabelled images, a decompression bomb, zero-byte,
+truncated and non-audio WAVs, invalid UTF-8, wrong field counts, a 10 MB text field, NaN and negative
 values, duplicate, malformed and unknown ids, and media paths that escape the
 catalog (`../../etc/passwd`, absolute paths, URIs, symlinks out). Every bad
 input is recorded as a `CatalogFault`: what was corrupted, where (file and
@@ -23,6 +23,8 @@ import dataclasses
 import io
 import json
 import os
+import struct
+import zlib
 
 import numpy as np
 
@@ -258,6 +260,17 @@ def _half_patched_riff(path: str) -> bytes:
     return data[:4] + (len(data) - 8).to_bytes(4, "little") + data[8:]
 
 
+def _png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A valid-looking PNG of a few hundred bytes whose header declares width x height RGB pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (1 + 3 * width) * 4)  # the first 4 rows; the rest never comes
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
 def _media_faults(root: str, items: _Csv, canary: dict[str, str], spare: set[str]) -> list[CatalogFault]:
     bad = _MediaCorrupter(root, items, spare)
     wav, png = _read(canary["wav"]), _read(canary["png"])
@@ -268,6 +281,8 @@ def _media_faults(root: str, items: _Csv, canary: dict[str, str], spare: set[str
         ("image", "mislabelled image", "wav_named_jpg", "corrupt image", "a WAV named .jpg", ".jpg", wav),
         ("image", "mislabelled image", "html_named_png", "corrupt image", "HTML named .png", ".png",
          b"<html><body>not an image</body></html>\n"),
+        ("image", "decompression bomb", "png_bomb", "image too large",
+         "PNG of a few hundred bytes declaring 30,000 x 30,000 pixels", ".png", _png_bomb()),
         ("image", "zero-byte image", "zero_byte_image", "missing file", "empty image file", "", b""),
         ("audio", "zero-byte WAV", "zero_byte_wav", "missing file", "empty WAV file", "", b""),
         ("audio", "truncated WAV", "truncated_wav", "truncated audio", "WAV cut in half", "", _half),
