@@ -48,9 +48,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
+import _results  # noqa: E402  (bench/, the script's own directory)
+
 import tfrs_mm  # noqa: E402,F401  (selects tf-keras before anything touches tf.keras)
 
-RESULTS = os.path.join(HERE, "results")
 SIZES = {"100k": 100_000, "1m": 1_000_000}
 K = 10
 RECALL_TARGET = 0.95
@@ -301,14 +302,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def load_previous() -> dict:
-    path = os.path.join(RESULTS, "index.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
-
-
 def settings(args) -> dict:
     from importlib import metadata
 
@@ -359,14 +352,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.report_only:
-        with open(os.path.join(RESULTS, "index.md"), "w") as f:
-            f.write(markdown(load_previous()))
+        _results.write_markdown("index", _results.load("index"), markdown)
         return
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = set(names) - set(SIZES)
     if unknown:
         parser.error(f"unknown sizes {sorted(unknown)}")
-    os.makedirs(RESULTS, exist_ok=True)
     command = " ".join(
         [
             os.path.relpath(sys.executable, REPO),
@@ -379,12 +370,7 @@ def main(argv=None) -> None:
         result = {"settings": settings(args), **bench_size(name, args)}
         result["seconds"] = round(time.perf_counter() - start, 1)
         result["command"] = command
-        results = load_previous()  # re-read: keep what other runs wrote meanwhile
-        results[name] = result
-        with open(os.path.join(RESULTS, "index.json"), "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-        with open(os.path.join(RESULTS, "index.md"), "w") as f:
-            f.write(markdown(results))
+        _results.record("index", name, result, markdown)
         logger.info("%s done in %.0fs", name, result["seconds"])
 
 

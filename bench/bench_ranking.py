@@ -20,7 +20,6 @@ run this time are kept). Data and runs live under --cache (shared with bench_ret
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -34,9 +33,10 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
+import _results  # noqa: E402  (bench/, the script's own directory)
+
 import tfrs_mm  # noqa: E402,F401  (selects tf-keras before anything touches tf.keras)
 
-RESULTS = os.path.join(HERE, "results")
 logger = logging.getLogger("bench_ranking")
 
 
@@ -264,16 +264,10 @@ def main(argv=None) -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    path = os.path.join(RESULTS, "ranking.json")
-    results = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            results = json.load(f)
     names = [] if args.report_only else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = set(names) - set(BENCHES)
     if unknown:
         parser.error(f"unknown benchmarks {sorted(unknown)}")
-    os.makedirs(RESULTS, exist_ok=True)
     for name in names:
         start = time.perf_counter()
         result = BENCHES[name](args)
@@ -281,14 +275,8 @@ def main(argv=None) -> None:
         result["command"] = " ".join(
             ["bench/bench_ranking.py", *(argv if argv is not None else sys.argv[1:])]
         )
-        if os.path.exists(path):  # re-read: keep what other runs wrote meanwhile
-            with open(path) as f:
-                results = json.load(f)
-        results[name] = result
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-    with open(os.path.join(RESULTS, "ranking.md"), "w") as f:
-        f.write(markdown(results))
+        _results.record("ranking", name, result, markdown)
+    _results.write_markdown("ranking", _results.load("ranking"), markdown)
 
 
 if __name__ == "__main__":

@@ -38,9 +38,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
+import _results  # noqa: E402  (bench/, the script's own directory)
+
 import tfrs_mm  # noqa: E402,F401  (selects tf-keras before anything touches tf.keras)
 
-RESULTS = os.path.join(HERE, "results")
 DATA_ROOT = os.environ.get("TFRS_MM_DATA", "/work/shared/data")
 logger = logging.getLogger("bench_retrieval")
 
@@ -445,7 +446,7 @@ def bench_throughput(args) -> dict:
         else:
             out[mode] = json.loads(line[-1][len("THROUGHPUT ") :])
         logger.info("throughput %s: %s", mode, out[mode])
-    previous = load_previous().get("tutorial", {})
+    previous = _results.load("retrieval").get("tutorial", {})
     return {
         "protocol": "ml-100k preprocessed (ratings all, random 8:1:1 split), multimodal model, "
         f"batch {args.batch_size}, {args.tp_epochs} epochs, each mode in a fresh process; examples/s "
@@ -470,14 +471,6 @@ BENCHES = {
     "lastfm": bench_lastfm,
     "throughput": bench_throughput,
 }
-
-
-def load_previous() -> dict:
-    path = os.path.join(RESULTS, "retrieval.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
 
 
 def _f(x, digits=4):
@@ -636,14 +629,12 @@ def main(argv=None) -> None:
         throughput_worker(args)
         return
     if args.report_only:
-        with open(os.path.join(RESULTS, "retrieval.md"), "w") as f:
-            f.write(markdown(load_previous()))
+        _results.write_markdown("retrieval", _results.load("retrieval"), markdown)
         return
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = set(names) - set(BENCHES)
     if unknown:
         parser.error(f"unknown benchmarks {sorted(unknown)}")
-    os.makedirs(RESULTS, exist_ok=True)
     for name in names:
         start = time.perf_counter()
         result = BENCHES[name](args)
@@ -655,12 +646,7 @@ def main(argv=None) -> None:
                 *(argv if argv is not None else sys.argv[1:]),
             ]
         )
-        results = load_previous()  # re-read: keep what other runs wrote meanwhile
-        results[name] = result
-        with open(os.path.join(RESULTS, "retrieval.json"), "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-        with open(os.path.join(RESULTS, "retrieval.md"), "w") as f:
-            f.write(markdown(results))
+        _results.record("retrieval", name, result, markdown)
         logger.info("%s done in %.0fs", name, result["seconds"])
 
 

@@ -48,9 +48,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
+import _results  # noqa: E402  (bench/, the script's own directory)
+
 import tfrs_mm  # noqa: E402,F401  (selects tf-keras before anything touches tf.keras)
 
-RESULTS = os.path.join(HERE, "results")
 logger = logging.getLogger("bench_serving")
 
 MODELS = ("retrieval", "recommender")
@@ -458,14 +459,6 @@ def setting() -> dict:
     }
 
 
-def load_previous() -> dict:
-    path = os.path.join(RESULTS, "serving.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
-
-
 def _f(x, digits=2):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -578,8 +571,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would load the client
     if args.report_only:
-        with open(os.path.join(RESULTS, "serving.md"), "w") as f:
-            f.write(markdown(load_previous()))
+        _results.write_markdown("serving", _results.load("serving"), markdown)
         return
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     if set(names) - set(MODELS):
@@ -600,7 +592,6 @@ def run(names: list[str], args, command: str) -> None:
     ctx["log"] = os.path.join(args.cache, "serving", "server.log")
     proc, ctx["url"], server_cmd = start_server(config, ctx["log"])
     ctx["server"] = proc
-    os.makedirs(RESULTS, exist_ok=True)
     try:
         for name in names:
             start, env = time.perf_counter(), setting()
@@ -609,12 +600,7 @@ def run(names: list[str], args, command: str) -> None:
             result.update(seconds=round(time.perf_counter() - start, 1), command=command, setting=env)
             result["notes"] = [f"server: `{server_cmd}`", *NOTES]
             result["test_requests"] = len(ctx["requests"])
-            results = load_previous()  # re-read: keep what other runs wrote meanwhile
-            results[name] = result
-            with open(os.path.join(RESULTS, "serving.json"), "w") as f:
-                json.dump(results, f, indent=2, sort_keys=True)
-            with open(os.path.join(RESULTS, "serving.md"), "w") as f:
-                f.write(markdown(results))
+            _results.record("serving", name, result, markdown)
             logger.info(
                 "%s done in %.0fs: overhead %s", name, result["seconds"], result["paired_c1"]["overhead"]
             )
