@@ -31,9 +31,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
+import _results  # noqa: E402  (bench/, the script's own directory)
+
 import tfrs_mm  # noqa: E402,F401  (selects tf-keras before anything touches tf.keras)
 
-RESULTS = os.path.join(HERE, "results")
 SUITES = ("catalog", "training", "serving")
 LOAD_ROWS = ("hot_swap_under_load", "memory_run")  # requests under load, not bad inputs: counted apart
 logger = logging.getLogger("bench_faults")
@@ -144,26 +145,14 @@ def main(argv=None) -> int:
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     if set(names) - set(SUITES):
         parser.error(f"unknown suites {sorted(set(names) - set(SUITES))}")
-    path = os.path.join(RESULTS, "faults.json")
-    results = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            results = json.load(f)
-    os.makedirs(RESULTS, exist_ok=True)
     for name in names:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"tfrs_mm_faults_{name}_") as work_dir:
             result = run_suite(name, work_dir, args)
         result["seconds"] = round(time.perf_counter() - start, 1)
         logger.info("%s: %s", name, {k: v for k, v in result.items() if k != "faults"})
-        results[name] = result
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-    results["totals"] = totals(results)
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-    with open(os.path.join(RESULTS, "faults.md"), "w") as f:
-        f.write(markdown(results))
+        _results.record("faults", name, result, markdown)
+    results = _results.record("faults", "totals", totals(_results.load("faults")), markdown)
     total = results["totals"]
     held = total["tried"] == total["survived"] and total["load_requests"] == total["load_requests_answered"]
     return 0 if held and total["records_lost"] == 0 else 1
