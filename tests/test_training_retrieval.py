@@ -84,6 +84,26 @@ def test_backup_and_restore_resumes_instead_of_restarting(sample_dataset, tmp_pa
     assert len(second["training"]["history"]["loss"]) == 1
 
 
+def test_train_set_histories_and_best_epoch_selection_on_the_valid_split(sample_dataset, tmp_path):
+    from tfrs_mm.evaluation import retrieval_eval
+    from tfrs_mm.schema import read_manifest
+
+    data = str(sample_dataset / "data")
+    config = _config("train.history_source=train_set", "train.early_stopping_patience=1", "train.epochs=5")
+    model, loaded, info = train_retrieval(config, data, str(tmp_path), verbose=False)
+    history = info["history"]
+    recalls = history["val_recall_at_10"]
+    assert len(recalls) == len(history["loss"]) == len(history["val_ndcg_at_10"])
+    best = info["best_epoch"]
+    assert recalls[best - 1] == max(recalls) and max(recalls[: best - 1], default=-1) < max(recalls)
+    # Stopped one epoch after the best one, or ran every epoch.
+    assert len(recalls) == min(best + 1, 5)
+    catalog = list(loaded.table.item_ids)
+    truth = retrieval_eval.load_eval_split(data, read_manifest(data), catalog, "valid")
+    kept = retrieval_eval.evaluate_model(model, catalog, truth, loaded.frequencies, ks=(10,))
+    assert kept["recall@10"] == pytest.approx(max(recalls))  # the weights are the best epoch's
+
+
 def test_the_query_tower_uses_the_users_csv_features(trained, sample_dataset):
     from tfrs_mm.training.retrieval import restore_retrieval
 

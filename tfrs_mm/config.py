@@ -81,6 +81,14 @@ class TrainConfig:
     # positives then act as in-batch negatives. 0 shuffles the whole split (exact, memory ~ split size).
     shuffle_buffer: int = 0
     cache_dataset: bool = True  # cache parsed examples when they fit in memory
+    # Query histories while training: `earlier` keeps the Beam job's items-before-this-one (for time-ordered
+    # data); `train_set` samples the user's other train items afresh each epoch (for data without a time
+    # order, e.g. random splits). Evaluation and serving take the history they are given either way.
+    history_source: Literal["earlier", "train_set"] = "earlier"
+    # > 0: after each epoch, rank the catalog for the valid users; stop when Recall@`early_stopping_k` has not
+    # improved for this many epochs, and keep the best epoch's weights (retrieval). 0 trains every epoch.
+    early_stopping_patience: int = 0
+    early_stopping_k: int = 10
     checkpoint_every_steps: int = 200
     warm_start_from: str = ""  # workdir of an earlier run to initialise from
     seed: int = 42  # seeds shuffling, initial weights and dropout: the same command gives the same run

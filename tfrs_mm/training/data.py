@@ -151,6 +151,7 @@ def train_stream(
     shuffle_buffer: int = 0,
     cache: bool = False,
     start: tuple[int, int] = (0, 0),
+    history_sampler=None,
 ):
     """The train split shuffled afresh every epoch, as one stream of batches from (epoch, step) `start` on.
 
@@ -160,6 +161,8 @@ def train_stream(
     uninterrupted run would see next. (Keras alone restarts the epoch's
     iterator, so a resumed epoch would train its first batches twice and never
     reach its last ones.) Fit it with `steps_per_epoch(manifest, "train", batch_size)`.
+    A `history_sampler` (`history_sampler.TrainSetHistories`) replaces each
+    batch's histories with samples seeded by (`seed`, epoch, step).
     """
     import tensorflow as tf
 
@@ -167,16 +170,23 @@ def train_stream(
     buffer, steps = _buffer(manifest, "train", shuffle_buffer), steps_per_epoch(manifest, "train", batch_size)
 
     def epoch_batches(epoch):
-        order = records.shuffle(buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+        epoch_seed = seed * 1_000_003 + epoch
+        order = records.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
         # The epochs are told apart only by counting batches: a wrong count in the manifest must fail.
-        return order.batch(batch_size).apply(tf.data.experimental.assert_cardinality(steps))
+        batches = order.batch(batch_size).apply(tf.data.experimental.assert_cardinality(steps))
+        # Each batch carries its (epoch seed, step) pair for the history sampler's stateless randomness.
+        return batches.enumerate().map(
+            lambda step, batch: (tf.stack([tf.constant(epoch_seed, tf.int64), step]), batch)
+        )
 
     epoch, step = start
     # Python-int seeds, one dataset per epoch: a tensor seed (from `Dataset.range(...).flat_map`)
     # breaks `shuffle` in graph mode when the global seed is 0.
     parts = [epoch_batches(e) for e in range(epoch, epochs)] or [epoch_batches(0).take(0)]
     dataset = functools.reduce(lambda done, part: done.concatenate(part), parts).skip(step)
-    return _parsed(dataset, manifest, "train")
+    if history_sampler is None:
+        return _parsed(dataset.map(lambda _, batch: batch), manifest, "train")
+    return _parsed(dataset, manifest, "train", history_sampler)
 
 
 def _records(data_dir: str, manifest: schema.Manifest, split: str, cache: bool):
@@ -194,15 +204,21 @@ def _buffer(manifest: schema.Manifest, split: str, shuffle_buffer: int) -> int:
     return shuffle_buffer or manifest.split.counts.get(split, 0) or 100_000
 
 
-def _parsed(batches, manifest: schema.Manifest, split: str):
-    """Batches of serialised records → parsed, finite-checked, prefetched feature batches."""
+def _parsed(batches, manifest: schema.Manifest, split: str, history_sampler=None):
+    """Batches of serialised records → parsed, finite-checked, prefetched feature batches.
+
+    With a `history_sampler`, `batches` holds (seed, serialised batch) pairs.
+    """
     import tensorflow as tf
 
     spec = schema.parsing_spec(manifest.interaction_features)
     floats = numeric_checks.float_features(manifest.interaction_features)
 
-    def parse(serialized):
-        return numeric_checks.assert_finite_batch(tf.io.parse_example(serialized, spec), floats, split)
+    def parse(*element):
+        features = tf.io.parse_example(element[-1], spec)
+        if history_sampler is not None:
+            features = history_sampler(features, element[0])
+        return numeric_checks.assert_finite_batch(features, floats, split)
 
     dataset = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()

@@ -108,6 +108,7 @@ def fit_resumable(
     workdir: str,
     validation_data=None,
     verbose: bool = True,
+    extra_callbacks: tuple = (),
 ) -> tuple[object, dict]:
     """Fits `model` for `train.epochs`, resuming from `workdir`'s backup; returns (history, info).
 
@@ -119,6 +120,7 @@ def fit_resumable(
         workdir: Holds `backup/`, `logs/`.
         validation_data: Evaluated after every epoch.
         verbose: Print a progress bar.
+        extra_callbacks: More Keras callbacks, run after the validation loss is in the epoch logs.
 
     Returns:
         The Keras `History` and {train_seconds, resumed_from_step, steps_run}.
@@ -132,7 +134,7 @@ def fit_resumable(
     if start.global_step:
         logger.info("resuming from the backup in %s: %s (0-based epoch and step)", backup, start)
     counter = _step_counter()
-    callbacks = [*training_callbacks(workdir, train, verbose), counter]
+    callbacks = [*extra_callbacks, *training_callbacks(workdir, train, verbose), counter]
     began = time.perf_counter()
     with numeric_checks.nonfinite_inputs_by_name():
         history = model.fit(

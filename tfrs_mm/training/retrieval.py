@@ -20,6 +20,8 @@ from tfrs_mm import config as config_lib
 from tfrs_mm import fileio, schema
 from tfrs_mm.training import data as data_lib
 from tfrs_mm.training import numeric_checks
+from tfrs_mm.training.early_stopping import best_epoch_callback
+from tfrs_mm.training.history_sampler import TrainSetHistories
 from tfrs_mm.training.resumable import fit_resumable
 from tfrs_mm.training.strategy import is_chief, make_strategy
 from tfrs_mm.training.warm_start import FINAL_CHECKPOINT, build_towers, save_towers, warm_start
@@ -130,15 +132,20 @@ def train_retrieval(
         model.compile(optimizer=make_optimizer(config.train))
     valid_ds = data_lib.interaction_dataset(data_dir, manifest, "valid", config.train.batch_size)
     steps = data_lib.steps_per_epoch(manifest, "train", config.train.batch_size)
+    sampler = history_sampler(config.train, data_dir, manifest)
+    selection = best_epoch(config.train, model, data, data_dir, manifest)
     history, fit_info = fit_resumable(
         model,
-        lambda start: train_batches(config.train, data_dir, manifest, start),
+        lambda start: train_batches(config.train, data_dir, manifest, start, sampler),
         steps,
         config.train,
         workdir,
         validation_data=valid_ds,
         verbose=verbose,
+        extra_callbacks=(selection,) if selection else (),
     )
+    if selection:
+        fit_info["best_epoch"] = selection.best_epoch + 1
     if is_chief():
         model.save_weights(fileio.join(workdir, FINAL_CHECKPOINT))
         save_towers(model, workdir)
@@ -149,7 +156,24 @@ def train_retrieval(
     )
 
 
-def train_batches(train: config_lib.TrainConfig, data_dir: str, manifest: schema.Manifest, start):
+def best_epoch(train: config_lib.TrainConfig, model, data: RetrievalData, data_dir: str, manifest):
+    """The valid-recall early-stopping callback when `train.early_stopping_patience` > 0, else None."""
+    if train.early_stopping_patience <= 0:
+        return None
+    k, patience = train.early_stopping_k, train.early_stopping_patience
+    return best_epoch_callback(model, data, data_dir, manifest, k, patience)
+
+
+def history_sampler(train: config_lib.TrainConfig, data_dir: str, manifest: schema.Manifest):
+    """The `TrainSetHistories` of the train split when `train.history_source` asks for it, else None."""
+    if train.history_source != "train_set":
+        return None
+    return TrainSetHistories.from_dataset(data_dir, manifest)
+
+
+def train_batches(
+    train: config_lib.TrainConfig, data_dir: str, manifest: schema.Manifest, start, sampler=None
+):
     """The train split's batches from (epoch, step) `start` on, shuffled per epoch by `train.seed`."""
     return data_lib.train_stream(
         data_dir,
@@ -160,6 +184,7 @@ def train_batches(train: config_lib.TrainConfig, data_dir: str, manifest: schema
         shuffle_buffer=train.shuffle_buffer,
         cache=train.cache_dataset,
         start=start,
+        history_sampler=sampler,
     )
 
 
