@@ -48,7 +48,8 @@ logger = logging.getLogger("bench_retrieval")
 # name -> (raw dataset, preset, overrides)
 DATASETS = {
     "ml100k": ("movielens-100k", "movielens", ["data.rating_threshold=null"]),
-    "ml1m": ("movielens-1m", "movielens", ["data.split=random"]),
+    # Evaluation queries carry up to 200 of the user's train and valid items (training samples 50).
+    "ml1m": ("movielens-1m", "movielens", ["data.split=random", "data.history_length=200"]),
     "ml1m-cold": ("movielens-1m", "movielens", ["data.split=cold-item", "data.cold_item_fraction=0.2"]),
     "lastfm": ("lastfm-2k", "lastfm", ["data.split=random"]),
 }
@@ -68,7 +69,12 @@ def prepare(name: str, cache: str) -> str:
     raw_dir = os.path.join(cache, "raw", raw_name)
     out_dir = os.path.join(cache, "data", name)
     if os.path.exists(os.path.join(out_dir, "manifest.json")):
-        return out_dir
+        if _history_length(out_dir) == load_config(preset, overrides).data.history_length:
+            return out_dir
+        logger.info("%s was preprocessed with another history length: preprocessing again", out_dir)
+        import shutil
+
+        shutil.rmtree(out_dir)
     if not os.path.exists(os.path.join(raw_dir, "dataset.json")):
         load_dataset(raw_name, DATA_ROOT, raw_dir)
     from beam_jobs.preprocess import preprocess
@@ -77,6 +83,13 @@ def prepare(name: str, cache: str) -> str:
     result = preprocess(raw_dir, out_dir, load_config(preset, overrides), beam_args=["--runner=DirectRunner"])
     logger.info("preprocessed %s in %.0fs: %s", name, time.perf_counter() - start, result.summary())
     return out_dir
+
+
+def _history_length(data_dir: str) -> int:
+    from tfrs_mm import schema
+
+    spec = next(s for s in schema.read_manifest(data_dir).interaction_features if s.name == "history")
+    return spec.shape[0]
 
 
 # ---------------------------------------------------------------------------- tutorial (ml-100k)
@@ -344,7 +357,7 @@ def _train_overrides(args, epochs: int) -> list[str]:
 
 def bench_ml1m(args) -> dict:
     data_dir = prepare("ml1m", args.cache)
-    common = _train_overrides(args, args.ml1m_epochs)
+    common = [*_train_overrides(args, args.ml1m_epochs), "model.embedding_dim=128", "model.id_embedding_dim=64"]
     ours = _train_eval("ml1m-ours", data_dir, "movielens", common, args)
     ids = _train_eval("ml1m-ids", data_dir, "movielens", [*common, "model.modalities=[]"], args)
     return {

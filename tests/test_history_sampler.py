@@ -64,6 +64,9 @@ def test_the_train_stream_samples_leakage_free_histories_and_resumes_exactly(sam
     data = str(sample_dataset / "data")
     manifest = schema.read_manifest(data)
     sampler = TrainSetHistories.from_dataset(data, manifest)
+    width = next(s for s in manifest.interaction_features if s.name == HISTORY).shape[0]
+    assert sampler.history_length == width
+    assert TrainSetHistories.from_dataset(data, manifest, length=4).history_length == 4
     train_items = defaultdict(set)
     for batch in train_stream(data, manifest, 256, epochs=1, seed=3):
         for user, item in zip(batch[USER_ID].numpy(), batch[ITEM_ID].numpy()):
@@ -74,7 +77,7 @@ def test_the_train_stream_samples_leakage_free_histories_and_resumes_exactly(sam
         return [(b[ITEM_ID].numpy(), b[HISTORY].numpy()) for b in stream]
 
     full = batches((0, 0))
-    for items, histories in full:
+    for _items, histories in full:
         assert histories.shape[1] == sampler.history_length
     users = [b[USER_ID].numpy() for b in train_stream(data, manifest, 64, epochs=2, seed=3)]
     for (items, histories), batch_users in zip(full, users):

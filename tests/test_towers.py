@@ -141,12 +141,14 @@ def make_user_features() -> UserFeatures:
     return UserFeatures.from_table(table, output_dim=8, name="user_features")
 
 
-def make_query_tower(pooling: str = "attention", user_features: bool = False) -> QueryTower:
+def make_query_tower(
+    pooling: str = "attention", user_features: bool = False, user_dim: int = 8
+) -> QueryTower:
     tower = make_tower()
     return QueryTower(
         tower,
         ["u0", "u1", "u2"],
-        user_embedding_dim=8,
+        user_embedding_dim=user_dim,
         history_pooling=pooling,
         user_features=make_user_features() if user_features else None,
     )
@@ -183,9 +185,23 @@ def test_query_tower_shapes_and_empty_history(pooling):
     np.testing.assert_allclose(empty_only[0], queries[1], atol=1e-6)
 
 
-@pytest.mark.parametrize("user_features", [False, True])
-def test_query_tower_config_round_trip(user_features):
-    query_tower = make_query_tower(user_features=user_features)
+def test_a_query_tower_without_user_ids_encodes_users_by_history_alone():
+    query_tower = make_query_tower(user_dim=0)
+    queries, weights = query_tower(USERS, HISTORY, return_weights=True)
+    assert queries.shape == (3, 16) and query_tower.user_embedding is None
+    assert not [w for w in query_tower.weights if "user_embedding" in w.name]
+    np.testing.assert_allclose(l2(queries)[[0, 2]], 1.0, rtol=1e-5)
+    # An empty history leaves only the projection's bias: a learned default query (zero at init), no NaN.
+    assert np.isfinite(queries.numpy()[1]).all()
+    np.testing.assert_allclose(weights.numpy().sum(axis=1), [1.0, 0.0, 1.0], rtol=1e-5)
+    # A stranger with u0's history is encoded exactly as u0.
+    same = query_tower(tf.constant(["stranger"]), HISTORY[:1])
+    np.testing.assert_allclose(same[0], queries[0], atol=1e-6)
+
+
+@pytest.mark.parametrize(("user_features", "user_dim"), [(False, 8), (True, 8), (True, 0)])
+def test_query_tower_config_round_trip(user_features, user_dim):
+    query_tower = make_query_tower(user_features=user_features, user_dim=user_dim)
     expected = query_tower(USERS, HISTORY)
     clone = QueryTower.from_config(query_tower.get_config())
     clone(USERS, HISTORY)

@@ -53,6 +53,9 @@ class ModelConfig:
     modality_dropout: float = 0.1  # teaches the tower to cope with a missing modality
     history_pooling: Literal["mean", "attention"] = "attention"
     user_features: bool = True  # users.csv columns in the query tower, when the dataset has them
+    # A learned embedding per train user in the query tower. Off, a user is their history and features
+    # alone: nothing per user to overfit, and new users are served like known ones.
+    user_id_embedding: bool = True
     temperature: float = 0.05  # sharpens the in-batch softmax over cosine scores
     logq_correction: bool = True  # corrects the popularity bias of in-batch negatives
     remove_accidental_hits: bool = True
@@ -85,6 +88,9 @@ class TrainConfig:
     # data); `train_set` samples the user's other train items afresh each epoch (for data without a time
     # order, e.g. random splits). Evaluation and serving take the history they are given either way.
     history_source: Literal["earlier", "train_set"] = "earlier"
+    # train_set: items per sampled history; 0 means the dataset's `history_length`. Shorter than the
+    # dataset's histories trains faster; the towers take any length, so evaluation still sees them all.
+    history_sample_length: int = 0
     # > 0: after each epoch, rank the catalog for the valid users; stop when Recall@`early_stopping_k` has not
     # improved for this many epochs, and keep the best epoch's weights (retrieval). 0 trains every epoch.
     early_stopping_patience: int = 0

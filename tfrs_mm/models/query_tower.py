@@ -27,7 +27,9 @@ class QueryTower(tf.keras.layers.Layer):
     Args:
         item_tower: The shared item tower.
         train_user_ids: Users with a learned embedding; others share the OOV rows.
-        user_embedding_dim: Width of the user id embedding.
+        user_embedding_dim: Width of the user id embedding; 0 gives the tower no user id embedding
+            (the user is then their history and features alone, and attention pooling uses a
+            learned query shared by all users).
         num_oov_buckets: OOV rows for unseen users.
         history_pooling: `attention` or `mean`.
         user_features: Optional `UserFeatures` (users.csv columns) looked up by user id.
@@ -60,9 +62,11 @@ class QueryTower(tf.keras.layers.Layer):
             mask_token=None,
             name="user_lookup",
         )
-        self.user_embedding = tf.keras.layers.Embedding(
-            num_oov_buckets + len(self.train_user_ids), user_embedding_dim, name="user_embedding"
-        )
+        self.user_embedding = None
+        if user_embedding_dim:
+            self.user_embedding = tf.keras.layers.Embedding(
+                num_oov_buckets + len(self.train_user_ids), user_embedding_dim, name="user_embedding"
+            )
         self.attention_query = tf.keras.layers.Dense(dim, use_bias=False, name="attention_query")
         self.output_projection = tf.keras.layers.Dense(dim, name="output_projection")
 
@@ -85,12 +89,15 @@ class QueryTower(tf.keras.layers.Layer):
             [batch, dim] unit vectors, and [batch, history] pooling weights if asked.
         """
         history = tf.convert_to_tensor(history, tf.string)
-        user = self.user_embedding(self.user_lookup(user_id))
+        if self.user_embedding is not None:
+            user = self.user_embedding(self.user_lookup(user_id))
+        else:  # a constant input: the attention query becomes one learned vector
+            user = tf.ones(tf.stack([tf.shape(history)[0], 1]))
         items = self.item_tower(history, training=training)
         mask = tf.not_equal(history, PADDING_ID)
         weights = self._pooling_weights(user, items, mask)
         pooled = tf.einsum("bh,bhd->bd", weights, items)
-        parts = [pooled, user]
+        parts = [pooled, user] if self.user_embedding is not None else [pooled]
         if self.user_features is not None:
             parts.append(self.user_features(user_id))
         query = self.output_projection(tf.concat(parts, axis=-1))

@@ -157,7 +157,7 @@ def build_retrieval_model(
     query_tower = QueryTower(
         item_tower,
         train_user_ids,
-        user_embedding_dim=config.id_embedding_dim,
+        user_embedding_dim=config.id_embedding_dim if config.user_id_embedding else 0,
         num_oov_buckets=config.num_oov_buckets,
         history_pooling=config.history_pooling,
         user_features=user_features,

@@ -34,7 +34,7 @@ class TrainSetHistories:
     Args:
         users: User id of each train interaction.
         items: Item id of each train interaction (same length as `users`).
-        history_length: H, the width of the histories produced (the dataset's own H).
+        history_length: H, the width of the histories produced.
     """
 
     def __init__(self, users: Sequence[str], items: Sequence[str], history_length: int):
@@ -60,8 +60,8 @@ class TrainSetHistories:
         self._item_table = _table(item_vocab, first_row=1, default=_PADDING_ROW)
 
     @classmethod
-    def from_dataset(cls, data_dir: str, manifest: schema.Manifest) -> TrainSetHistories:
-        """The sampler over a dataset directory's train split, with the dataset's history length."""
+    def from_dataset(cls, data_dir: str, manifest: schema.Manifest, length: int = 0) -> TrainSetHistories:
+        """The sampler over a dataset directory's train split; `length` 0 is the dataset's history length."""
         from tfrs_mm.training.data import interaction_dataset
 
         users, items = [], []
@@ -69,7 +69,7 @@ class TrainSetHistories:
             users += [u.decode() for u in batch[F.USER_ID].numpy()]
             items += [i.decode() for i in batch[F.ITEM_ID].numpy()]
         width = next(s for s in manifest.interaction_features if s.name == F.HISTORY).shape[0]
-        return cls(users, items, width)
+        return cls(users, items, length or width)
 
     def __call__(self, features: dict, seed) -> dict:
         """`features` with its `history` replaced by samples; `seed` is a [2] int tensor.

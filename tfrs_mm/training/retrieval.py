@@ -168,7 +168,7 @@ def history_sampler(train: config_lib.TrainConfig, data_dir: str, manifest: sche
     """The `TrainSetHistories` of the train split when `train.history_source` asks for it, else None."""
     if train.history_source != "train_set":
         return None
-    return TrainSetHistories.from_dataset(data_dir, manifest)
+    return TrainSetHistories.from_dataset(data_dir, manifest, train.history_sample_length)
 
 
 def train_batches(

@@ -133,12 +133,13 @@ def _row_maps(new, old) -> dict[str, tuple[list[str], list[str], int]]:
             old_items.train_item_ids,
             new_items.num_oov_buckets,
         ),
-        _strip(new_query.user_embedding.embeddings.name): (
+    }
+    if new_query.user_embedding is not None:
+        maps[_strip(new_query.user_embedding.embeddings.name)] = (
             new_query.train_user_ids,
             old_query.train_user_ids,
             new_query.num_oov_buckets,
-        ),
-    }
+        )
     if new_query.user_features is not None and old_query.user_features is not None:
         for feature, values in new_query.user_features.vocabularies.items():
             before = old_query.user_features.vocabularies.get(feature, [])
