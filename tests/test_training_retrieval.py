@@ -89,9 +89,23 @@ def test_train_set_histories_and_best_epoch_selection_on_the_valid_split(sample_
     from tfrs_mm.schema import read_manifest
 
     data = str(sample_dataset / "data")
-    config = _config("train.history_source=train_set", "train.early_stopping_patience=1", "train.epochs=5")
+    config = config_lib.load_config(
+        preset="demo",
+        overrides=[
+            *FAST,
+            "train.epochs=5",
+            "train.history_source=train_set",
+            "train.early_stopping_patience=1",
+            "train.lr_decay_rate=0.5",
+            "train.lr_decay_after_epochs=1",
+        ],
+    )
     model, loaded, info = train_retrieval(config, data, str(tmp_path), verbose=False)
     history = info["history"]
+    # The rate halved before every epoch after the first: 3e-3, 1.5e-3, ...
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(
+        3e-3 / 2 ** (len(history["loss"]) - 1)
+    )
     recalls = history["val_recall_at_10"]
     assert len(recalls) == len(history["loss"]) == len(history["val_ndcg_at_10"])
     best = info["best_epoch"]

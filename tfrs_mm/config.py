@@ -94,6 +94,9 @@ class TrainConfig:
     # > 0: after each epoch, rank the catalog for the valid users; stop when Recall@`early_stopping_k` has not
     # improved for this many epochs, and keep the best epoch's weights (retrieval). 0 trains every epoch.
     early_stopping_patience: int = 0
+    # The learning rate is multiplied by `lr_decay_rate` every epoch once `lr_decay_after_epochs` have run.
+    lr_decay_rate: float = 1.0
+    lr_decay_after_epochs: int = 0
     early_stopping_k: int = 10
     checkpoint_every_steps: int = 200
     warm_start_from: str = ""  # workdir of an earlier run to initialise from

@@ -83,7 +83,7 @@ def _step_counter():
 
 
 def training_callbacks(workdir: str, train: config_lib.TrainConfig, verbose: bool) -> list:
-    """Non-finite loss check, BackupAndRestore, TensorBoard, and a progress bar when `verbose`."""
+    """Non-finite loss check, BackupAndRestore, TensorBoard, the learning-rate decay, a progress bar."""
     import tensorflow as tf
 
     callbacks = [
@@ -95,9 +95,18 @@ def training_callbacks(workdir: str, train: config_lib.TrainConfig, verbose: boo
         ),
         tf.keras.callbacks.TensorBoard(fileio.join(workdir, "logs"), update_freq="epoch"),
     ]
+    if train.lr_decay_rate != 1.0:
+        callbacks.append(
+            tf.keras.callbacks.LearningRateScheduler(lambda epoch, _: learning_rate(train, epoch))
+        )
     if verbose:
         callbacks.append(tf.keras.callbacks.ProgbarLogger(count_mode="steps"))
     return callbacks
+
+
+def learning_rate(train: config_lib.TrainConfig, epoch: int) -> float:
+    """The rate of 0-based `epoch`: the configured rate, times `lr_decay_rate` per epoch after the first N."""
+    return train.learning_rate * train.lr_decay_rate ** max(0, epoch - train.lr_decay_after_epochs + 1)
 
 
 def fit_resumable(
