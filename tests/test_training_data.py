@@ -45,3 +45,32 @@ def test_shuffling_mixes_users_that_the_records_keep_together(sample_dataset):
     # About 80 users with ~30 train examples each: unshuffled, a batch holds 2-4 of them.
     assert users_in_first_batch() <= 6
     assert users_in_first_batch(shuffle=True, seed=1) >= 30
+
+
+def test_eval_queries_from_known_items_hold_the_users_train_and_valid_items(sample_dataset):
+    from collections import defaultdict
+
+    import pytest
+
+    from tfrs_mm.evaluation.retrieval_eval import load_eval_split
+
+    data = str(sample_dataset / "data")
+    manifest = schema.read_manifest(data)
+    catalog = read_vocabulary(data, manifest, "item_id")
+    seen = defaultdict(list)
+    for split in ("train", "valid"):
+        for batch in interaction_dataset(data, manifest, split, batch_size=4096):
+            for user, item in zip(batch["user_id"].numpy(), batch["item_id"].numpy()):
+                seen[user.decode()].append(item)
+    example = load_eval_split(data, manifest, catalog, "test")
+    known = load_eval_split(data, manifest, catalog, "test", queries="known")
+    assert known.users == example.users and known.histories.shape == example.histories.shape
+    width = known.histories.shape[1]
+    longer = 0
+    for user, query, before in zip(known.users, known.histories, example.histories):
+        items = [h for h in query if h != b""]
+        assert items == seen[user][-width:]  # the last H known items, in file order
+        longer += len(items) > len([h for h in before if h != b""])
+    assert longer > 0  # some users' last test example came before some of their known items
+    with pytest.raises(ValueError, match="queries must be one of"):
+        load_eval_split(data, manifest, catalog, "test", queries="future")

@@ -113,7 +113,7 @@ def test_train_set_histories_and_best_epoch_selection_on_the_valid_split(sample_
     # Stopped one epoch after the best one, or ran every epoch.
     assert len(recalls) == min(best + 1, 5)
     catalog = list(loaded.table.item_ids)
-    truth = retrieval_eval.load_eval_split(data, read_manifest(data), catalog, "valid")
+    truth = retrieval_eval.load_eval_split(data, read_manifest(data), catalog, "valid", queries="known")
     kept = retrieval_eval.evaluate_model(model, catalog, truth, loaded.frequencies, ks=(10,))
     assert kept["recall@10"] == pytest.approx(max(recalls))  # the weights are the best epoch's
 

@@ -49,27 +49,59 @@ def _read_split(data_dir: str, manifest: schema.Manifest, split: str):
     return users, items, np.concatenate(histories) if histories else np.zeros([0, width], object)
 
 
+QUERY_HISTORIES = ("example", "known")
+
+
 def load_eval_split(
-    data_dir: str, manifest: schema.Manifest, catalog_ids: Sequence[str], split: str = "test"
+    data_dir: str,
+    manifest: schema.Manifest,
+    catalog_ids: Sequence[str],
+    split: str = "test",
+    queries: str = "example",
 ):
-    """Ground truth for `split` and the items to mask for each of its users."""
+    """Ground truth for `split` and the items to mask for each of its users.
+
+    `queries` chooses each user's query history: `example` takes the history
+    the Beam job wrote on the user's last `split` example (their items before
+    it, for time-ordered data); `known` takes the user's known items (train,
+    and valid when testing), the last H of them in file order, for data
+    without a time order, where "before the last test example" is an
+    arbitrary part of what the user is known to like.
+    """
+    if queries not in QUERY_HISTORIES:
+        raise ValueError(f"queries must be one of {QUERY_HISTORIES}, got {queries!r}")
     row = {item: i for i, item in enumerate(catalog_ids)}
-    known = defaultdict(set)
+    known, known_order = defaultdict(set), defaultdict(list)
     for earlier in ("train", "valid") if split == "test" else ("train",):
         for user, item in zip(*_read_split(data_dir, manifest, earlier)[:2]):
             known[user].add(row[item])
+            known_order[user].append(item)
     users, items, histories = _read_split(data_dir, manifest, split)
     relevant, last = defaultdict(set), {}
     for index, (user, item) in enumerate(zip(users, items)):
         relevant[user].add(row[item])
         last[user] = index  # examples of a user come in time order: keep the last one's history
     ordered = sorted(relevant)
+    if queries == "known":
+        query_histories = _padded([known_order[u] for u in ordered], histories.shape[1])
+    else:
+        query_histories = histories[[last[u] for u in ordered]]
     return EvalSplit(
         users=ordered,
-        histories=histories[[last[u] for u in ordered]],
+        histories=query_histories,
         relevant=[np.array(sorted(relevant[u]), np.int64) for u in ordered],
         known=[np.array(sorted(known[u] - relevant[u]), np.int64) for u in ordered],
     )
+
+
+def _padded(item_lists: Sequence[Sequence[str]], width: int) -> np.ndarray:
+    """[len(item_lists), width] the last `width` items of each list, left-padded, as bytes."""
+    out = np.full([len(item_lists), width], F.PADDING_ID.encode(), dtype=object)
+    for i, items in enumerate(item_lists):
+        tail = [item.encode() for item in items[max(0, len(items) - width) :]] if width else []
+        if tail:
+            out[i, width - len(tail) :] = tail
+    return out
 
 
 def read_user_groups(raw_dir: str, users: Sequence[str]) -> list[list[str]] | None:

@@ -23,7 +23,9 @@ def metric_names(k: int) -> tuple[str, str]:
     return f"val_recall_at_{k}", f"val_ndcg_at_{k}"
 
 
-def best_epoch_callback(model, data, data_dir: str, manifest, k: int, patience: int):
+def best_epoch_callback(
+    model, data, data_dir: str, manifest, k: int, patience: int, queries: str = "example"
+):
     """A Keras callback: valid Recall@k / NDCG@k into the epoch logs; early stop; best weights at the end.
 
     Args:
@@ -33,6 +35,7 @@ def best_epoch_callback(model, data, data_dir: str, manifest, k: int, patience: 
         manifest: The dataset's manifest.
         k: The cut-off.
         patience: Epochs without a better recall before training stops.
+        queries: The valid users' query histories (`retrieval_eval.load_eval_split`).
     """
     import numpy as np
     import tensorflow as tf
@@ -40,7 +43,7 @@ def best_epoch_callback(model, data, data_dir: str, manifest, k: int, patience: 
     from tfrs_mm.evaluation import retrieval_eval
 
     catalog = list(data.table.item_ids)
-    truth = retrieval_eval.load_eval_split(data_dir, manifest, catalog, "valid")
+    truth = retrieval_eval.load_eval_split(data_dir, manifest, catalog, "valid", queries)
     recall_key, ndcg_key = metric_names(k)
 
     class BestEpoch(tf.keras.callbacks.Callback):

@@ -161,7 +161,7 @@ def best_epoch(train: config_lib.TrainConfig, model, data: RetrievalData, data_d
     if train.early_stopping_patience <= 0:
         return None
     k, patience = train.early_stopping_k, train.early_stopping_patience
-    return best_epoch_callback(model, data, data_dir, manifest, k, patience)
+    return best_epoch_callback(model, data, data_dir, manifest, k, patience, eval_queries(train))
 
 
 def history_sampler(train: config_lib.TrainConfig, data_dir: str, manifest: schema.Manifest):
@@ -207,15 +207,25 @@ def write_metrics(workdir: str, metrics: dict) -> str:
     return path
 
 
+def eval_queries(train: config_lib.TrainConfig) -> str:
+    """Evaluation query histories that match training's: the user's known items for `train_set`."""
+    return "known" if train.history_source == "train_set" else "example"
+
+
 def evaluate_trained(
-    model, data: RetrievalData, data_dir: str, manifest: schema.Manifest, ablation: bool = True
+    model,
+    data: RetrievalData,
+    data_dir: str,
+    manifest: schema.Manifest,
+    ablation: bool = True,
+    queries: str = "example",
 ):
-    """Test-split metrics of a trained model, and the per-modality ablation."""
+    """Test-split metrics of a trained model, and the per-modality ablation (`queries`: `load_eval_split`)."""
     from tfrs_mm.evaluation import retrieval_eval
 
     catalog = list(data.table.item_ids)
     with numeric_checks.nonfinite_inputs_by_name():
-        truth = retrieval_eval.load_eval_split(data_dir, manifest, catalog, "test")
+        truth = retrieval_eval.load_eval_split(data_dir, manifest, catalog, "test", queries)
     groups = retrieval_eval.read_user_groups(manifest.source.get("raw_dir", ""), truth.users)
     metrics = retrieval_eval.evaluate_model(model, catalog, truth, data.frequencies, user_groups=groups)
     modalities = model.item_tower.modalities
@@ -231,7 +241,8 @@ def train_and_evaluate(config: config_lib.Config, data_dir: str, workdir: str, v
     """Trains the retrieval model, evaluates it on the test split, writes `metrics.json`; returns it."""
     model, data, training = train_retrieval(config, data_dir, workdir, verbose=verbose)
     manifest = schema.read_manifest(data_dir)
-    metrics = {"training": training, **evaluate_trained(model, data, data_dir, manifest)}
+    queries = eval_queries(config.train)
+    metrics = {"training": training, **evaluate_trained(model, data, data_dir, manifest, queries=queries)}
     if is_chief():
         write_metrics(workdir, metrics)
     return metrics
@@ -251,13 +262,14 @@ def evaluate_workdir(data_dir: str, workdir: str, report_dir: str | None = None)
     """`tfrs-mm evaluate`: re-evaluates a trained workdir, updates `metrics.json`, can write a report."""
     from tfrs_mm.evaluation import write_report
 
-    model, data, manifest, _ = restore_retrieval(data_dir, workdir)
+    model, data, manifest, config = restore_retrieval(data_dir, workdir)
     previous = {}
     path = fileio.join(workdir, METRICS_FILE)
     if fileio.exists(path):
         with fileio.open_file(path) as f:
             previous = json.load(f)
-    metrics = {**previous, **evaluate_trained(model, data, data_dir, manifest)}
+    queries = eval_queries(config.train)
+    metrics = {**previous, **evaluate_trained(model, data, data_dir, manifest, queries=queries)}
     ranking = _evaluate_ranker_if_trained(model, data, data_dir, manifest, workdir)
     if ranking:
         metrics["ranking"] = ranking
