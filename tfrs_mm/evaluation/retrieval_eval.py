@@ -23,6 +23,7 @@ from tfrs_mm import schema
 from tfrs_mm.evaluation.accumulator import RankingAccumulator
 from tfrs_mm.evaluation.ranking import recall_on_subset, top_k
 from tfrs_mm.schema import features as F
+from tfrs_mm.training.data import read_split
 
 ABLATIONS = {"ids only": ("id",), "text only": ("text",), "image only": ("image",), "audio only": ("audio",)}
 
@@ -35,18 +36,6 @@ class EvalSplit:
     histories: np.ndarray  # [users, H] item id strings (bytes), the query input
     relevant: list[np.ndarray]  # per user, test item rows
     known: list[np.ndarray]  # per user, rows to mask (train, and valid when testing)
-
-
-def _read_split(data_dir: str, manifest: schema.Manifest, split: str):
-    from tfrs_mm.training.data import interaction_dataset
-
-    users, items, histories = [], [], []
-    for batch in interaction_dataset(data_dir, manifest, split, batch_size=8192):
-        users += [u.decode() for u in batch[F.USER_ID].numpy()]
-        items += [i.decode() for i in batch[F.ITEM_ID].numpy()]
-        histories.append(batch[F.HISTORY].numpy())
-    width = manifest.interaction_features[2].shape[0]
-    return users, items, np.concatenate(histories) if histories else np.zeros([0, width], object)
 
 
 QUERY_HISTORIES = ("example", "known")
@@ -73,10 +62,10 @@ def load_eval_split(
     row = {item: i for i, item in enumerate(catalog_ids)}
     known, known_order = defaultdict(set), defaultdict(list)
     for earlier in ("train", "valid") if split == "test" else ("train",):
-        for user, item in zip(*_read_split(data_dir, manifest, earlier)[:2]):
+        for user, item in zip(*read_split(data_dir, manifest, earlier)[:2]):
             known[user].add(row[item])
             known_order[user].append(item)
-    users, items, histories = _read_split(data_dir, manifest, split)
+    users, items, histories = read_split(data_dir, manifest, split)
     relevant, last = defaultdict(set), {}
     for index, (user, item) in enumerate(zip(users, items)):
         relevant[user].add(row[item])

@@ -98,6 +98,17 @@ def read_vocabulary(data_dir: str, manifest: schema.Manifest, name: str) -> list
         return [line.rstrip("\n") for line in f if line.strip()]
 
 
+def read_split(data_dir: str, manifest: schema.Manifest, split: str):
+    """(users, items, histories [n, H]) of every example of `split`, in file order."""
+    users, items, histories = [], [], []
+    for batch in interaction_dataset(data_dir, manifest, split, batch_size=8192):
+        users += [u.decode() for u in batch[F.USER_ID].numpy()]
+        items += [i.decode() for i in batch[F.ITEM_ID].numpy()]
+        histories.append(batch[F.HISTORY].numpy())
+    width = next(s for s in manifest.interaction_features if s.name == F.HISTORY).shape[0]
+    return users, items, np.concatenate(histories) if histories else np.zeros([0, width], object)
+
+
 def steps_per_epoch(manifest: schema.Manifest, split: str, batch_size: int) -> int:
     """Batches in one pass over `split` (the last one may be short)."""
     return -(-manifest.split.counts[split] // batch_size)

@@ -62,14 +62,10 @@ class TrainSetHistories:
     @classmethod
     def from_dataset(cls, data_dir: str, manifest: schema.Manifest, length: int = 0) -> TrainSetHistories:
         """The sampler over a dataset directory's train split; `length` 0 is the dataset's history length."""
-        from tfrs_mm.training.data import interaction_dataset
+        from tfrs_mm.training.data import read_split
 
-        users, items = [], []
-        for batch in interaction_dataset(data_dir, manifest, "train", batch_size=8192):
-            users += [u.decode() for u in batch[F.USER_ID].numpy()]
-            items += [i.decode() for i in batch[F.ITEM_ID].numpy()]
-        width = next(s for s in manifest.interaction_features if s.name == F.HISTORY).shape[0]
-        return cls(users, items, length or width)
+        users, items, histories = read_split(data_dir, manifest, "train")
+        return cls(users, items, length or histories.shape[1])
 
     def __call__(self, features: dict, seed) -> dict:
         """`features` with its `history` replaced by samples; `seed` is a [2] int tensor.
