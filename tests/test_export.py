@@ -18,7 +18,7 @@ import tensorflow as tf
 from tfrs_mm import config as config_lib
 from tfrs_mm import schema
 from tfrs_mm.export import export_all, layout, scann_index, warmup
-from tfrs_mm.export.modules import ExactTopK, item_vectors
+from tfrs_mm.export.modules import ExactTopK
 from tfrs_mm.indexing import IndexParams, choose_params, exact_top_k, recall_at_k, tune_index, write_version
 from tfrs_mm.models import build_retrieval_model, random_item_table
 from tfrs_mm.models.ranking import build_ranking_model
@@ -30,7 +30,11 @@ ITEMS = [f"item_{i:02d}" for i in range(40)]
 USERS = [f"u{i}" for i in range(6)]
 H = 3
 SIZES = {"embedding_dim": 8, "id_embedding_dim": 4, "ranker_dim": 8, "ranker_heads": 2, "ranker_mlp": (8,)}
-MODEL = config_lib.ModelConfig(modalities=("text", "image"), modality_dropout=0.0, **SIZES)
+MODEL = config_lib.ModelConfig(
+    modalities=("text", "image"), modality_dropout=0.0, popularity_prior=True, **SIZES
+)
+COUNTS = np.array([(i * 7) % 11 for i in range(len(ITEMS))], np.float64)  # train counts, some 0
+PRIOR_WEIGHT = 0.08
 EXPORT = config_lib.ExportConfig(retrieval_k=12, final_k=5, warmup_requests=3)
 INDEX = config_lib.IndexConfig(k=12, exact_below=20, tune_queries=20)  # 40 items: a tuned ScaNN index
 CONFIG = dataclasses.replace(
@@ -79,8 +83,9 @@ def _write_dataset(root: Path) -> Path:
 
 def _write_workdir(workdir: Path):
     table = random_item_table(len(ITEMS), DIMS, missing_rate=0.2, seed=7, item_ids=ITEMS)
-    retrieval = build_retrieval_model(table, ITEMS[:30], USERS[:4], MODEL)
+    retrieval = build_retrieval_model(table, ITEMS[:30], USERS[:4], MODEL, item_frequencies=COUNTS)
     build_towers(retrieval)
+    retrieval.popularity_prior.prior_weight.assign(PRIOR_WEIGHT)  # as if chosen on valid
     config_lib.save_config(CONFIG, str(workdir))
     retrieval.save_weights(str(workdir / FINAL_CHECKPOINT))
     save_towers(retrieval, str(workdir))
@@ -107,9 +112,10 @@ def _load(summary, name):
 
 
 def _exact_top_k(retrieval, users, history, k):
-    """(ids [B, k], scores [B, k]) by numpy over the item vectors, history items at -inf."""
-    vectors = item_vectors(retrieval.item_tower, ITEMS)
+    """(ids [B, k], scores [B, k]) by numpy: query · item vectors + the popularity prior, history at -inf."""
+    vectors = retrieval.item_tower(tf.constant(ITEMS), training=False).numpy()
     scores = retrieval.query_tower(users, history, training=False).numpy() @ vectors.T
+    scores += PRIOR_WEIGHT * np.log1p(COUNTS)[None, :]
     for b, row in enumerate(history.numpy()):
         for item in row:
             if item.decode() in ITEMS:
@@ -370,7 +376,7 @@ def test_a_second_export_takes_the_next_version_and_uses_the_index_dir(exported,
     index = tmp_path / "index"
     index.mkdir()
     (index / "item_ids.txt").write_text("\n".join(ITEMS) + "\n")
-    np.save(index / "vectors.npy", item_vectors(retrieval.item_tower, ITEMS))
+    np.save(index / "vectors.npy", retrieval.encode_catalog(ITEMS))
     (index / "index.json").write_text(json.dumps({"exact": True, "recall": 1.0}))
     out = root / "saved_models"
     summary = export_all(str(root / "data"), str(work), str(out), index_dir=str(index))

@@ -84,7 +84,7 @@ def test_backup_and_restore_resumes_instead_of_restarting(sample_dataset, tmp_pa
     assert len(second["training"]["history"]["loss"]) == 1
 
 
-def test_train_set_histories_and_best_epoch_selection_on_the_valid_split(sample_dataset, tmp_path):
+def test_train_set_histories_best_epoch_and_popularity_prior_on_the_valid_split(sample_dataset, tmp_path):
     from tfrs_mm.evaluation import retrieval_eval
     from tfrs_mm.schema import read_manifest
 
@@ -98,6 +98,7 @@ def test_train_set_histories_and_best_epoch_selection_on_the_valid_split(sample_
             "train.early_stopping_patience=1",
             "train.lr_decay_rate=0.5",
             "train.lr_decay_after_epochs=1",
+            "model.popularity_prior=true",
         ],
     )
     model, loaded, info = train_retrieval(config, data, str(tmp_path), verbose=False)
@@ -114,8 +115,13 @@ def test_train_set_histories_and_best_epoch_selection_on_the_valid_split(sample_
     assert len(recalls) == min(best + 1, 5)
     catalog = list(loaded.table.item_ids)
     truth = retrieval_eval.load_eval_split(data, read_manifest(data), catalog, "valid", queries="known")
+    prior = info["popularity_prior"]  # chosen after training, on the same valid queries
+    tuned = retrieval_eval.evaluate_model(model, catalog, truth, loaded.frequencies, ks=(10,))
+    assert tuned["ndcg@10"] == pytest.approx(prior["valid"][str(prior["alpha"])]["ndcg@10"])
+    model.popularity_prior.prior_weight.assign(0.0)  # epochs were selected without the prior
     kept = retrieval_eval.evaluate_model(model, catalog, truth, loaded.frequencies, ks=(10,))
     assert kept["recall@10"] == pytest.approx(max(recalls))  # the weights are the best epoch's
+    assert kept["recall@10"] == pytest.approx(prior["valid"]["0.0"]["recall@10"])
 
 
 def test_the_query_tower_uses_the_users_csv_features(trained, sample_dataset):

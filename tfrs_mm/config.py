@@ -60,6 +60,12 @@ class ModelConfig:
     logq_correction: bool = True  # corrects the popularity bias of in-batch negatives
     remove_accidental_hits: bool = True
     cross_replica_negatives: bool = True  # under MirroredStrategy, negatives from every replica
+    # Retrieval scores add alpha * temperature * log(1 + train count): logQ takes popularity out of the
+    # learned scores and this puts back the share the valid split asks for. alpha is chosen after
+    # training, on valid NDCG@`train.early_stopping_k`, from `popularity_prior_alphas` (0 included).
+    # Items never seen in training get no prior: leave it off where new items must surface.
+    popularity_prior: bool = False
+    popularity_prior_alphas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2)
     ranker_dim: int = 64
     ranker_heads: int = 4
     ranker_mlp: tuple[int, ...] = (128, 64)

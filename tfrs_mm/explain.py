@@ -25,7 +25,6 @@ TOKEN_LABELS = {"id": "who else chose it (id)"}  # how a token reads in a senten
 # A history item is named as the reason only when its attention is clearly above an even split:
 # a near-uniform attention picks its "top" item by noise, and saying "because you watched" it would mislead.
 STANDOUT = 1.5  # times the uniform share, 1 / distinct history items
-CATALOG_CHUNK = 4096  # items per item-tower call when encoding the catalog
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,12 +74,8 @@ class UserContext:
 
 
 def catalog_vectors(retrieval_model, catalog_ids: Sequence[str]) -> np.ndarray:
-    """[items, dim] retrieval item vectors of the catalog, row i for `catalog_ids[i]`."""
-    import tensorflow as tf
-
-    ids = [str(i) for i in catalog_ids]
-    chunks = [ids[i : i + CATALOG_CHUNK] for i in range(0, len(ids), CATALOG_CHUNK)]
-    return np.concatenate([retrieval_model.item_tower(tf.constant(c)).numpy() for c in chunks])
+    """[items, scoring_dim] retrieval item vectors of the catalog, row i for `catalog_ids[i]`."""
+    return retrieval_model.encode_catalog(catalog_ids)
 
 
 def recommend(
@@ -140,7 +135,7 @@ def _retrieve(retrieval_model, catalog, user_id, history, candidates, exclude, i
     from tfrs_mm.evaluation.ranking import top_k
 
     vectors = catalog_vectors(retrieval_model, catalog) if item_vectors is None else item_vectors
-    query = retrieval_model.query_tower(tf.constant([user_id]), tf.constant([history or [PADDING_ID]]))
+    query = retrieval_model.query_vectors(tf.constant([user_id]), tf.constant([history or [PADDING_ID]]))
     banned = set(history) | {str(i) for i in exclude}
     masked = np.flatnonzero([item in banned for item in catalog])
     rows = top_k(query.numpy() @ np.asarray(vectors).T, candidates, exclude=[masked])[0]

@@ -113,13 +113,6 @@ def read_user_groups(raw_dir: str, users: Sequence[str]) -> list[list[str]] | No
     return labels if any(labels) else None
 
 
-def _vectors(model, ids, batch: int = 4096) -> np.ndarray:
-    import tensorflow as tf
-
-    parts = [model.item_tower(tf.constant(ids[i : i + batch])).numpy() for i in range(0, len(ids), batch)]
-    return np.concatenate(parts)
-
-
 @contextlib.contextmanager
 def active_modalities(item_tower, tokens: Sequence[str] | None):
     """Runs the (eager) towers with only `tokens` active; the query tower's history follows suit."""
@@ -144,7 +137,7 @@ def evaluate_model(
     """Full-ranking metrics (accuracy, coverage, diversity, novelty, exposure, groups, cold items).
 
     Args:
-        model: A trained `RetrievalModel` (its `item_tower` and `query_tower` are used eagerly).
+        model: A trained `RetrievalModel` (its `candidate_vectors` and `query_vectors`, eagerly).
         catalog_ids: [N] the catalog, in the item tower's row order.
         truth: The split's users, query histories, relevant and known items.
         train_counts: [N] train interactions per item (popularity, long tail, cold items).
@@ -156,20 +149,20 @@ def evaluate_model(
     import tensorflow as tf
 
     with active_modalities(model.item_tower, tokens):
-        item_vectors = _vectors(model, list(catalog_ids))
+        item_vectors = model.encode_catalog(catalog_ids)
         cold = train_counts == 0
         accumulator = RankingAccumulator(
             ks,
             len(catalog_ids),
             item_popularity=train_counts,
             item_groups={"cold": cold},
-            item_vectors=item_vectors,
+            item_vectors=item_vectors[:, : model.item_tower.embedding_dim],  # diversity: not the prior
         )
         lists = []
         for start in range(0, len(truth.users), batch_users):
             end = start + batch_users
             users, histories = tf.constant(truth.users[start:end]), tf.constant(truth.histories[start:end])
-            query = model.query_tower(users, histories).numpy()
+            query = model.query_vectors(users, histories).numpy()
             topk = top_k(query @ item_vectors.T, max(accumulator.ks), exclude=truth.known[start:end])
             accumulator.add(topk, truth.relevant[start:end], user_groups[start:end] if user_groups else None)
             lists.append(topk)

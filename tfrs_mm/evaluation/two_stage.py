@@ -34,13 +34,12 @@ def retrieve_and_rerank(
     from tfrs_mm.models.ranker import SCORES
 
     catalog = np.asarray(catalog_ids, dtype=object)
-    chunks = [catalog[i : i + 4096].tolist() for i in range(0, len(catalog), 4096)]
-    item_vectors = np.concatenate([retrieval_model.item_tower(tf.constant(c)).numpy() for c in chunks])
+    item_vectors = retrieval_model.encode_catalog(catalog.tolist())
     k = min(k, len(catalog))
     for start in range(0, len(truth.users), batch_users):
         end = start + batch_users
         users, histories = tf.constant(truth.users[start:end]), tf.constant(truth.histories[start:end])
-        query = retrieval_model.query_tower(users, histories).numpy()
+        query = retrieval_model.query_vectors(users, histories).numpy()
         rows = top_k(query @ item_vectors.T, k, exclude=truth.known[start:end])
         valid = rows >= 0
         candidates = np.where(valid, catalog[np.maximum(rows, 0)], "")

@@ -67,7 +67,6 @@ def export_all(
         `{"out_dir", "models_config", "models_config_custom_ops", "models": {name: {"version",
         "path", "signatures", "k", "core_ops_only", "custom_ops", ...}}, "skipped": {name: reason}}`.
     """
-    from tfrs_mm.export.modules import item_vectors
     from tfrs_mm.training.warm_start import load_towers_model
 
     config = config or config_lib.load_config(fileio.join(workdir, config_lib.CONFIG_FILE))
@@ -84,7 +83,7 @@ def export_all(
             staging=staging,
             queries=warmup.sample_queries(data_dir, config.export.warmup_requests),
             catalog=catalog,
-            vectors=item_vectors(retrieval.item_tower, catalog),
+            vectors=retrieval.encode_catalog(catalog),
         )
         _export_retrievals(context, retrieval, index_dir, summary)
         _export_rankers(context, retrieval, summary)
@@ -98,7 +97,7 @@ def _export_retrievals(context: ExportContext, retrieval, index_dir: str | None,
     from tfrs_mm.export.modules import ExactTopK, RetrievalModule
 
     top_k = ExactTopK(context.catalog, context.vectors, context.config.export.retrieval_k)
-    module = RetrievalModule(retrieval.query_tower, top_k)
+    module = RetrievalModule(retrieval.scoring_query_tower(), top_k)
     summary["models"][RETRIEVAL] = export_module(
         context, RETRIEVAL, module, warmup.query_requests(context.queries, _warmup_count(context)), k=top_k.k
     )
@@ -117,7 +116,7 @@ def _export_scann(context: ExportContext, retrieval, index_dir: str | None) -> d
     scann_index.require_scann()
     if index_dir:
         ids, vectors, params, raw = scann_index.read_index_dir(index_dir)
-        _check_index(ids, vectors, context.catalog, retrieval.item_tower.embedding_dim, index_dir)
+        _check_index(ids, vectors, context.catalog, retrieval.scoring_dim, index_dir)
         index_info = {"index_dir": index_dir, **raw}
     else:
         ids, vectors = context.catalog, context.vectors
@@ -126,7 +125,7 @@ def _export_scann(context: ExportContext, retrieval, index_dir: str | None) -> d
         )
     k = context.config.export.retrieval_k
     top_k, served = scann_index.scann_top_k(ids, vectors, params, k, _history_length(context))
-    module = RetrievalModule(retrieval.query_tower, top_k)
+    module = RetrievalModule(retrieval.scoring_query_tower(), top_k)
     requests = warmup.query_requests(context.queries, _warmup_count(context))
     note = scann_index.SCANN_OPS_NOTE
     entry = export_module(
@@ -187,7 +186,7 @@ def _export_rankers(context: ExportContext, retrieval, summary: dict) -> None:
         **extra,
     }
     top_k = ExactTopK(context.catalog, context.vectors, export.retrieval_k)
-    module = RecommenderModule(retrieval.query_tower, top_k, ranker, export.final_k)
+    module = RecommenderModule(retrieval.scoring_query_tower(), top_k, ranker, export.final_k)
     requests = warmup.query_requests(context.queries, _warmup_count(context))
     entry = export_module(context, RECOMMENDER, module, requests, k=module.final_k, ranker=ranker)
     summary["models"][RECOMMENDER] = {**entry, "retrieval_k": top_k.k, **extra}

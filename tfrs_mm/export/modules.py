@@ -27,15 +27,6 @@ CANDIDATE_IDS_SPEC = tf.TensorSpec([None, None], tf.string, name=CANDIDATE_IDS)
 _NEG_INF = float("-inf")
 
 
-def item_vectors(item_tower, item_ids: Sequence[str], batch_size: int = 4096) -> np.ndarray:
-    """[N, D] float32 vectors of `item_ids` from the item tower (inference mode), in batches."""
-    parts = [
-        item_tower(tf.constant(list(item_ids[i : i + batch_size])), training=False).numpy()
-        for i in range(0, len(item_ids), batch_size)
-    ]
-    return np.concatenate(parts).astype(np.float32)
-
-
 def ids_or_padding(ids: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
     """`ids` with `PADDING_ID` where the score is -inf or NaN (a slot with no candidate left)."""
     return tf.where(scores > _NEG_INF, ids, tf.fill(tf.shape(ids), PADDING_ID))
@@ -101,7 +92,8 @@ class RetrievalModule(tf.Module):
     """`serving_default`: `user_id` [B], `history` [B, H] → `item_ids` [B, K], `scores` [B, K].
 
     Args:
-        query_tower: The trained `QueryTower`.
+        query_tower: The trained query tower as retrieval scores with it
+            (`RetrievalModel.scoring_query_tower()`: with the popularity prior's coordinate).
         top_k: Any callable (query [B, D], history [B, H]) → (ids, scores), e.g. `ExactTopK`.
     """
 

@@ -14,7 +14,7 @@ TFRS layer from them.
 """
 
 from tfrs_mm.indexing.build import IndexResult, build_index, index_info
-from tfrs_mm.indexing.catalog import CatalogVectors, embed_catalog, encode_items, tuning_queries
+from tfrs_mm.indexing.catalog import CatalogVectors, embed_catalog, tuning_queries
 from tfrs_mm.indexing.exact import exact_top_k, recall_at_k
 from tfrs_mm.indexing.params import IndexParams, choose_params
 from tfrs_mm.indexing.scann_layer import AnisotropicScaNN, build_searcher, make_index_layer
@@ -47,7 +47,6 @@ __all__ = [
     "build_searcher",
     "choose_params",
     "embed_catalog",
-    "encode_items",
     "exact_top_k",
     "format_index_summary",
     "index_info",

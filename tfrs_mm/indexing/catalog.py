@@ -48,17 +48,6 @@ class CatalogVectors:
     removed_items: list[str]
 
 
-def encode_items(item_tower, item_ids: list[str], batch_size: int = ENCODE_BATCH) -> np.ndarray:
-    """[n, d] float32 inference vectors of `item_ids` (training off: no modality dropout)."""
-    import tensorflow as tf
-
-    parts = [
-        item_tower(tf.constant(item_ids[i : i + batch_size]), training=False).numpy()
-        for i in range(0, len(item_ids), batch_size)
-    ]
-    return np.concatenate(parts).astype(np.float32)
-
-
 def embed_catalog(data_dir: str, workdir: str, manifest: schema.Manifest | None = None) -> CatalogVectors:
     """Encodes every item of `data_dir`'s catalog with the towers trained in `workdir`.
 
@@ -91,6 +80,9 @@ def embed_catalog(data_dir: str, workdir: str, manifest: schema.Manifest | None 
     model = build_retrieval_model(dataclasses.replace(model_config, modalities=modalities), data)
     build_towers(model)
     warm_start(model, workdir)
+    if model.popularity_prior is not None and trained.popularity_prior is not None:
+        # The weight chosen on valid; the counts are this dataset's (new items have none).
+        model.popularity_prior.prior_weight.assign(trained.popularity_prior.prior_weight)
     item_ids = data.table.item_ids.tolist()
     trained_catalog, known_ids = set(trained.item_tower.catalog_ids), set(data.train_item_ids)
     has_content = np.any(np.stack([data.table.present[m] for m in modalities], axis=1), axis=1)
@@ -98,7 +90,7 @@ def embed_catalog(data_dir: str, workdir: str, manifest: schema.Manifest | None 
     return CatalogVectors(
         model=model,
         item_ids=item_ids,
-        vectors=encode_items(model.item_tower, item_ids),
+        vectors=model.encode_catalog(item_ids, ENCODE_BATCH),
         new_items=[i for i in item_ids if i not in trained_catalog],
         content_only_items=[i for i, c in zip(item_ids, has_content) if c and i not in known_ids],
         removed_items=[i for i in trained.item_tower.catalog_ids if i not in catalog],
@@ -128,11 +120,14 @@ def tuning_queries(
     if not users:
         rows = np.sort(rng.choice(len(item_vectors), min(count, len(item_vectors)), replace=False))
         logger.info("no train users in %s: tuning with %d item vectors as queries", data_dir, len(rows))
-        return item_vectors[rows], "item vectors (the dataset has no train interactions)"
+        queries = np.array(item_vectors[rows], np.float32)
+        if model.popularity_prior is not None:
+            queries[:, -1] = 1.0  # a query's prior coordinate
+        return queries, "item vectors (the dataset has no train interactions)"
     rows = np.sort(rng.choice(len(users), min(count, len(users)), replace=False))
     users, histories = np.asarray(users, dtype=object)[rows], histories[rows]
     parts = [
-        model.query_tower(
+        model.query_vectors(
             tf.constant(users[i : i + 1024].tolist()), tf.constant(histories[i : i + 1024]), training=False
         )
         for i in range(0, len(users), 1024)

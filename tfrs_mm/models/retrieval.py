@@ -12,6 +12,7 @@ from tfrs_mm.config import ModelConfig
 from tfrs_mm.models.item_table import ItemTable
 from tfrs_mm.models.item_tower import ItemTower
 from tfrs_mm.models.mean_loss import MeanLossModel
+from tfrs_mm.models.popularity_prior import PopularityPrior, QueryWithPrior
 from tfrs_mm.models.query_tower import QueryTower
 from tfrs_mm.models.user_features import UserFeatures, UserTable
 from tfrs_mm.schema.features import HISTORY, ITEM_ID, USER_ID
@@ -30,6 +31,10 @@ class RetrievalModel(MeanLossModel):
     candidates come first, since TFRS labels query i with candidate i); the summed
     loss and gradients then equal single-device training on the global batch.
     No FactorizedTopK metrics are computed here; evaluation lives elsewhere.
+
+    With `config.popularity_prior`, retrieval scores (`candidate_vectors` ·
+    `query_vectors`) add `PopularityPrior`'s weight × log(1 + train count) through
+    one extra coordinate; the loss never sees it.
 
     Args:
         query_tower: Encodes `user_id` [batch] and `history` [batch, history].
@@ -67,6 +72,44 @@ class RetrievalModel(MeanLossModel):
             self.sampling_probability = tf.constant(
                 sampling_probabilities(item_frequencies, len(item_tower.catalog_ids), frequency_floor)
             )
+        self.popularity_prior = None
+        if config.popularity_prior:
+            self.popularity_prior = PopularityPrior(
+                len(item_tower.catalog_ids), item_frequencies, name="popularity_prior"
+            )
+
+    @property
+    def scoring_dim(self) -> int:
+        """Width of `candidate_vectors` and `query_vectors`: D, or D + 1 with the popularity prior."""
+        return self.item_tower.embedding_dim + (self.popularity_prior is not None)
+
+    def candidate_vectors(self, item_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """[..., scoring_dim] vectors that retrieval scores items with (the item tower, plus the prior)."""
+        vectors = self.item_tower(item_ids, training=training)
+        if self.popularity_prior is None:
+            return vectors
+        return self.popularity_prior.items(self.item_tower.catalog_index(item_ids), vectors)
+
+    def encode_catalog(self, item_ids: Sequence[str], batch_size: int = 4096) -> np.ndarray:
+        """[N, scoring_dim] float32 `candidate_vectors` of `item_ids` (inference mode), in batches."""
+        ids = [str(i) for i in item_ids]
+        parts = [
+            self.candidate_vectors(tf.constant(ids[i : i + batch_size])).numpy()
+            for i in range(0, len(ids), batch_size)
+        ]
+        if not parts:
+            return np.zeros([0, self.scoring_dim], np.float32)
+        return np.concatenate(parts).astype(np.float32)
+
+    def query_vectors(self, user_ids: tf.Tensor, history: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """[batch, scoring_dim] query vectors matching `candidate_vectors`."""
+        return self.scoring_query_tower()(user_ids, history, training=training)
+
+    def scoring_query_tower(self) -> tf.keras.layers.Layer:
+        """The layer `query_vectors` calls: the query tower, wrapped to add the prior's coordinate."""
+        if self.popularity_prior is None:
+            return self.query_tower
+        return QueryWithPrior(self.query_tower, self.popularity_prior, name="query_with_prior")
 
     def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """SUM-reduced in-batch softmax loss of this replica's examples.

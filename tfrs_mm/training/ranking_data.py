@@ -83,15 +83,16 @@ def hard_negatives(
     catalog = np.asarray(catalog, dtype=object)
     row = {item: i for i, item in enumerate(catalog)}
     users, histories, known = last_train_queries(data_dir, manifest)
-    chunks = [catalog[i : i + 4096].tolist() for i in range(0, len(catalog), 4096)]
-    item_vectors = np.concatenate([retrieval_model.item_tower(tf.constant(c)).numpy() for c in chunks])
+    item_vectors = retrieval_model.encode_catalog(catalog.tolist())
     k = min(k, len(catalog) - 1)
     frequencies = data_lib.read_item_frequencies(data_dir, manifest)
     counts = np.array([frequencies.get(i, 0) for i in catalog], np.float64)
     rows = [catalog[np.argsort(-counts, kind="stable")[:k]][None, :]]
     for start in range(0, len(users), batch):
         end = start + batch
-        query = retrieval_model.query_tower(tf.constant(users[start:end]), tf.constant(histories[start:end]))
+        query = retrieval_model.query_vectors(
+            tf.constant(users[start:end]), tf.constant(histories[start:end])
+        )
         exclude = [np.array([row[i] for i in items if i in row], np.int64) for items in known[start:end]]
         best = top_k(query.numpy() @ item_vectors.T, k, exclude=exclude)
         # A user who met almost the whole catalog has fewer than k eligible items (PAD = -1):

@@ -3,7 +3,8 @@
 The workdir gets: `config.yaml` (the resolved config), `backup/` (a
 BackupAndRestore checkpoint, so a run killed mid-epoch resumes where it
 stopped when the same command runs again), `checkpoints/final` (weights, for
-evaluation, export and warm starts), `towers.json` (the towers' architecture and
+evaluation, export and warm starts; with `model.popularity_prior`, the prior's weight chosen on
+the valid split after training), `towers.json` (the towers' architecture and
 vocabularies, so the run can be rebuilt without its dataset), `logs/`
 (TensorBoard) and `metrics.json`.
 """
@@ -22,6 +23,7 @@ from tfrs_mm.training import data as data_lib
 from tfrs_mm.training import numeric_checks
 from tfrs_mm.training.early_stopping import best_epoch_callback
 from tfrs_mm.training.history_sampler import TrainSetHistories
+from tfrs_mm.training.prior_tuning import tune_popularity_prior
 from tfrs_mm.training.resumable import fit_resumable
 from tfrs_mm.training.strategy import is_chief, make_strategy
 from tfrs_mm.training.warm_start import FINAL_CHECKPOINT, build_towers, save_towers, warm_start
@@ -146,6 +148,8 @@ def train_retrieval(
     )
     if selection:
         fit_info["best_epoch"] = selection.best_epoch + 1
+    if model.popularity_prior is not None:
+        fit_info["popularity_prior"] = choose_prior(config, model, data, data_dir, manifest)
     if is_chief():
         model.save_weights(fileio.join(workdir, FINAL_CHECKPOINT))
         save_towers(model, workdir)
@@ -154,6 +158,12 @@ def train_retrieval(
         data,
         {"history": history_lists(history), **fit_info, **throughput(fit_info, steps, manifest)},
     )
+
+
+def choose_prior(config: config_lib.Config, model, data: RetrievalData, data_dir: str, manifest) -> dict:
+    """Sets the popularity prior's weight from the valid split (`prior_tuning`); returns what it measured."""
+    alphas, k = config.model.popularity_prior_alphas, config.train.early_stopping_k
+    return tune_popularity_prior(model, data, data_dir, manifest, alphas, k, eval_queries(config.train))
 
 
 def best_epoch(train: config_lib.TrainConfig, model, data: RetrievalData, data_dir: str, manifest):
