@@ -98,3 +98,36 @@ def test_config_and_saved_model_round_trip(tmp_path):
     tf.saved_model.save(module, str(tmp_path / "ranker"))
     loaded = tf.saved_model.load(str(tmp_path / "ranker"))
     np.testing.assert_allclose(loaded.rank(USERS, HISTORY, CANDIDATES)[SCORES], expected[SCORES], atol=1e-5)
+
+
+def test_an_untrained_ranker_on_a_retrieval_model_scores_with_its_logits_and_popularity_prior():
+    import dataclasses
+
+    from tfrs_mm.models import build_retrieval_model
+    from tfrs_mm.training.warm_start import build_towers
+
+    table = random_item_table(len(ITEMS), DIMS, missing_rate=0.3, seed=3, item_ids=ITEMS)
+    config = dataclasses.replace(CONFIG, embedding_dim=8, temperature=0.1, popularity_prior=True)
+    counts = np.arange(len(ITEMS)) % 5
+    retrieval = build_retrieval_model(table, ITEMS[:20], ["u0", "u1"], config, item_frequencies=counts)
+    build_towers(retrieval)
+    retrieval.popularity_prior.prior_weight.assign(0.2)
+    model = build_ranking_model(
+        table,
+        ITEMS[:20],
+        ["u0", "u1"],
+        config,
+        retrieval_tower=retrieval.query_tower,
+        retrieval_prior=retrieval.popularity_prior,
+    )
+    ranker = model.ranker
+    query = retrieval.query_tower(USERS, HISTORY).numpy()
+    items = retrieval.item_tower(CANDIDATES).numpy()
+    rows = np.vectorize(lambda i: ITEMS.index(i) if i in ITEMS else -1)(CANDIDATES.numpy().astype(str))
+    prior = np.where(rows >= 0, 0.2 * np.log1p(counts[np.maximum(rows, 0)]), 0.0)
+    expected = (np.einsum("bd,bcd->bc", query, items) + prior) / 0.1  # the correction starts at zero
+    np.testing.assert_allclose(ranker(USERS, HISTORY, CANDIDATES)[SCORES], expected, rtol=1e-5, atol=1e-5)
+    clone = CrossAttentionRanker.from_config(ranker.get_config())
+    clone(USERS, HISTORY, CANDIDATES)
+    clone.set_weights(ranker.get_weights())
+    np.testing.assert_allclose(clone(USERS, HISTORY, CANDIDATES)[SCORES], expected, rtol=1e-5, atol=1e-5)

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tfrs_mm.models._masking import masked_softmax
 from tfrs_mm.models.item_tower import ItemTower
+from tfrs_mm.models.popularity_prior import PopularityPrior
 from tfrs_mm.models.query_tower import QueryTower
 from tfrs_mm.models.user_features import UserFeatures
 from tfrs_mm.schema.features import PADDING_ID
@@ -50,6 +51,8 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
             keeps retrieval's order, and training moves away from it only where that lowers
             the loss on the ranker's lists.
         retrieval_temperature: The retrieval model's softmax temperature.
+        retrieval_prior: The retrieval model's `PopularityPrior`, if it has one: the retrieval
+            logit then includes it, as retrieval's own order does.
         **kwargs: Base layer arguments.
     """
 
@@ -64,6 +67,7 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         max_history: int = 200,
         retrieval_tower: QueryTower | None = None,
         retrieval_temperature: float = 0.05,
+        retrieval_prior: PopularityPrior | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -96,6 +100,7 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         self.score = tf.keras.layers.Dense(1, kernel_initializer="zeros", name="score")
         self.retrieval_tower = retrieval_tower
         self.retrieval_temperature = retrieval_temperature
+        self.retrieval_prior = retrieval_prior if retrieval_tower is not None else None
         if retrieval_tower is not None:
             retrieval_tower.trainable = False
 
@@ -146,7 +151,11 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
     def _retrieval_logits(self, user_id, history, candidate_ids) -> tf.Tensor:
         """[B, C] the frozen retrieval model's logits for the candidates."""
         query = self.retrieval_tower(user_id, history, training=False)
-        candidates = self.retrieval_tower.item_tower(candidate_ids, training=False)
+        item_tower = self.retrieval_tower.item_tower
+        candidates = item_tower(candidate_ids, training=False)
+        if self.retrieval_prior is not None:
+            query = self.retrieval_prior.queries(query)
+            candidates = self.retrieval_prior.items(item_tower.catalog_index(candidate_ids), candidates)
         return tf.einsum("bd,bcd->bc", query, candidates) / self.retrieval_temperature
 
     def _attend(self, tokens, history_tokens, history_mask, training):
@@ -196,13 +205,21 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
                 tf.keras.layers.serialize(self.retrieval_tower) if self.retrieval_tower is not None else None
             ),
             "retrieval_temperature": self.retrieval_temperature,
+            "retrieval_prior": (
+                tf.keras.layers.serialize(self.retrieval_prior) if self.retrieval_prior is not None else None
+            ),
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CrossAttentionRanker:
         config = dict(config)
-        custom = {"ItemTower": ItemTower, "QueryTower": QueryTower, "UserFeatures": UserFeatures}
-        for key in ("item_tower", "retrieval_tower"):
+        custom = {
+            "ItemTower": ItemTower,
+            "QueryTower": QueryTower,
+            "UserFeatures": UserFeatures,
+            "PopularityPrior": PopularityPrior,
+        }
+        for key in ("item_tower", "retrieval_tower", "retrieval_prior"):
             if isinstance(config.get(key), dict):
                 config[key] = tf.keras.layers.deserialize(config[key], custom_objects=custom)
         return cls(**config)

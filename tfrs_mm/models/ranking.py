@@ -76,11 +76,13 @@ def build_ranking_model(
     train_user_ids: Sequence[str],
     config: ModelConfig,
     retrieval_tower=None,
+    retrieval_prior=None,
 ) -> RankingModel:
     """A `RankingModel` whose token encoder has width `config.ranker_dim`, from config.
 
     `retrieval_tower` (a trained retrieval model's `query_tower`) makes the ranker a learned
-    correction on top of the retrieval score (see `CrossAttentionRanker`).
+    correction on top of the retrieval score (see `CrossAttentionRanker`), including the retrieval
+    model's `retrieval_prior` (its `popularity_prior`) when it has one.
     """
     token_config = dataclasses.replace(config, embedding_dim=config.ranker_dim)
     item_tower = ItemTower.from_table(table, train_item_ids, token_config, name="ranker_item_tower")
@@ -92,6 +94,7 @@ def build_ranking_model(
         user_embedding_dim=config.id_embedding_dim,
         retrieval_tower=retrieval_tower,
         retrieval_temperature=config.temperature,
+        retrieval_prior=retrieval_prior,
         name="ranker",
     )
     return RankingModel(ranker, loss=config.ranking_loss)

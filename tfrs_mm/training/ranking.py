@@ -89,8 +89,14 @@ def build_ranking(model_config, data, retrieval=None):
     from tfrs_mm.models.ranking import build_ranking_model
 
     tower = retrieval.query_tower if retrieval is not None else None
+    prior = retrieval.popularity_prior if retrieval is not None else None
     model = build_ranking_model(
-        data.table, data.train_item_ids, data.train_user_ids, model_config, retrieval_tower=tower
+        data.table,
+        data.train_item_ids,
+        data.train_user_ids,
+        model_config,
+        retrieval_tower=tower,
+        retrieval_prior=prior,
     )
     build_ranker(model.ranker)
     return model
