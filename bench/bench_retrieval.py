@@ -503,6 +503,18 @@ def _f(x, digits=4):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _training_note(key: str, value) -> str:
+    if key == "popularity_prior" and isinstance(value, dict):
+        zero = value.get("valid", {}).get("0.0", {})
+        chosen = value.get("valid", {}).get(str(value.get("alpha")), {})
+        metric = next(iter(chosen), "")
+        return (
+            f"popularity_prior alpha={value.get('alpha')} (chosen on {value.get('chosen_on')}: "
+            f"{_f(chosen.get(metric))} against {_f(zero.get(metric))} without it)"
+        )
+    return f"{key}={value}"
+
+
 def markdown(results: dict) -> str:
     lines = [
         "# Retrieval benchmarks",
@@ -628,7 +640,7 @@ def markdown(results: dict) -> str:
                     if key in info:
                         bits.append(f"{key}={info[key]}")
                 if "training" in info:
-                    bits += [f"{k}={v}" for k, v in info["training"].items()]
+                    bits += [_training_note(k, v) for k, v in info["training"].items()]
                 lines.append(f"  - {model}: " + ", ".join(bits))
         if "seconds" in r:
             lines.append(f"  - sub-benchmark wall time: {r['seconds']} s")
