@@ -131,3 +131,19 @@ def test_an_untrained_ranker_on_a_retrieval_model_scores_with_its_logits_and_pop
     clone(USERS, HISTORY, CANDIDATES)
     clone.set_weights(ranker.get_weights())
     np.testing.assert_allclose(clone(USERS, HISTORY, CANDIDATES)[SCORES], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_without_a_user_embedding_a_user_is_their_history():
+    import dataclasses
+
+    ranker = make_model(dataclasses.replace(CONFIG, ranker_user_embedding=False)).ranker
+    assert ranker.user_embedding is None and not [w for w in ranker.weights if "user" in w.name]
+    history = tf.constant([["item_3", "item_29", "item_0"]] * 2)
+    candidates = tf.constant([["item_4", "item_5", "item_6"]] * 2)
+    ranker(tf.constant(["u0"]), history[:1], candidates[:1])
+    ranker.score.kernel.assign(np.random.default_rng(0).normal(size=ranker.score.kernel.shape))
+    scores = ranker(tf.constant(["u0", "stranger"]), history, candidates)[SCORES].numpy()
+    assert np.ptp(scores[0]) > 0  # candidates differ: the head is not all zero
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-6)
+    clone = CrossAttentionRanker.from_config(ranker.get_config())
+    assert clone.user_embedding is None

@@ -120,3 +120,91 @@ def test_ranking_trains_under_mirrored_strategy_on_two_logical_cpus(ranked, samp
     with open(tmp_path / "ranking" / "metrics.json") as f:
         metrics = json.load(f)
     assert len(metrics["training"]["history"]["loss"]) == 1 and metrics["two_stage"]["users"] > 0
+
+
+def _copy_retrieval(workdir, target):
+    import shutil
+
+    for name in ("towers.json", "config.yaml", "checkpoints"):
+        source = workdir / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, target / name)
+
+
+def test_held_out_lists_hold_only_valid_items_inside_the_users_retrieval_top_k(ranked, sample_dataset):
+    from tfrs_mm.evaluation import retrieval_eval
+    from tfrs_mm.schema import features as F
+    from tfrs_mm.training import ranking_lists
+    from tfrs_mm.training.ranking import load_retrieval_for_ranking
+    from tfrs_mm.training.retrieval import load_retrieval_data
+
+    workdir, _ = ranked
+    data_dir = str(sample_dataset / "data")
+    manifest = schema.read_manifest(data_dir)
+    config = config_lib.load_config(preset="demo", overrides=[*FAST, "model.ranking_lists=valid"])
+    retrieval = load_retrieval_for_ranking(str(workdir))
+    data = load_retrieval_data(data_dir, manifest, config.model.modalities)
+    lists = ranking_lists.held_out_lists(retrieval, data, data_dir, manifest, config, "example")
+    catalog = list(data.table.item_ids)
+    valid = retrieval_eval.load_eval_split(data_dir, manifest, catalog, "valid")
+    by_user = dict(zip(valid.users, range(len(valid.users))))
+    fit_users, chosen = set(lists.fit[F.USER_ID]), set(lists.selection.users)
+    assert fit_users and chosen and not fit_users & chosen and set(lists.held[F.USER_ID]) <= chosen
+    assert 0.1 < len(chosen) / len(valid.users) < 0.3  # demo: ranking_selection_fraction 0.2
+    # Recompute each user's top-K independently: positives lie inside it, pools hold no known item.
+    vectors = retrieval.encode_catalog(catalog)
+    pools = dict(zip(lists.sampler.users, lists.sampler.hard[1:]))
+    for user, item in zip(lists.fit[F.USER_ID][:200], lists.fit[F.ITEM_ID][:200]):
+        i = by_user[user]
+        query = retrieval.query_vectors(valid.users[i : i + 1], valid.histories[i : i + 1]).numpy()[0]
+        scores = vectors @ query
+        scores[valid.known[i]] = -np.inf
+        top = np.argsort(-scores, kind="stable")[: config.export.retrieval_k]
+        assert catalog.index(item) in set(top) and catalog.index(item) in set(valid.relevant[i])
+        masked = {catalog[r] for r in (*valid.known[i], *valid.relevant[i])}
+        assert not masked & set(pools[user])
+
+
+def test_list_stream_resumes_with_the_batches_an_uninterrupted_run_sees():
+    from tfrs_mm.schema import features as F
+    from tfrs_mm.training.ranking_lists import list_stream
+
+    lists = {F.USER_ID: np.array([f"u{i}" for i in range(10)]), F.ITEM_ID: np.arange(10).astype(str)}
+    full = [b[F.ITEM_ID].numpy().tolist() for b in list_stream(lists, 4, epochs=3, seed=5)]
+    resumed = [b[F.ITEM_ID].numpy().tolist() for b in list_stream(lists, 4, epochs=3, seed=5, start=(1, 2))]
+    assert len(full) == 9 and resumed == full[5:]
+    first_epoch = [item for batch in full[:3] for item in batch]
+    assert sorted(first_epoch) == sorted(lists[F.ITEM_ID].astype(bytes).tolist()) and full[:3] != full[3:6]
+
+
+def test_ranker_on_held_out_lists_keeps_its_best_selection_epoch(ranked, sample_dataset, tmp_path):
+    from tfrs_mm.training import ranking_lists
+    from tfrs_mm.training.ranking import train_ranking
+
+    workdir, _ = ranked
+    _copy_retrieval(workdir, tmp_path)
+    sets = [*FAST, "train.epochs=4", "train.early_stopping_patience=0", "model.ranking_lists=valid"]
+    sets += ["model.ranker_user_embedding=false", "model.ranker_tokens=retrieval"]
+    config = config_lib.load_config(preset="demo", overrides=sets)
+    data_dir = str(sample_dataset / "data")
+    model, _, metrics = train_ranking(config, data_dir, str(tmp_path), verbose=False)
+    curve = metrics["training"]["history"][ranking_lists.SELECTION_METRIC]
+    assert len(curve) == 4 and metrics["training"]["lists"] > 0
+    best = metrics["training"]["best_epoch"]  # 0: retrieval's order beat every epoch
+    assert 0 <= best <= 4 and (best == 0 or curve[best - 1] == max(curve))
+    assert model.ranker.user_embedding is None
+    assert model.ranker.item_tower is model.ranker.retrieval_tower.item_tower
+    assert not model.ranker.item_tower.trainable
+    reloaded = load_ranker(str(tmp_path))  # the shared token encoder is serialised once
+    assert reloaded.item_tower is reloaded.retrieval_tower.item_tower
+    from tfrs_mm.evaluation.two_stage import evaluate_two_stage
+    from tfrs_mm.training.ranking import load_retrieval_for_ranking
+    from tfrs_mm.training.retrieval import load_retrieval_data
+
+    manifest = schema.read_manifest(data_dir)
+    retrieval = load_retrieval_for_ranking(str(tmp_path))
+    data = load_retrieval_data(data_dir, manifest, config.model.modalities)
+    lists = ranking_lists.held_out_lists(retrieval, data, data_dir, manifest, config, "example")
+    catalog, k = list(data.table.item_ids), config.export.retrieval_k
+    kept = evaluate_two_stage(retrieval, reloaded, catalog, lists.selection, k=k, ks=(10,))
+    expected = max(curve) if best else kept["retrieval"]["ndcg@10"]
+    assert kept["retrieval+ranking"]["ndcg@10"] == pytest.approx(expected, abs=1e-6)

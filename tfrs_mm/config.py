@@ -74,6 +74,17 @@ class ModelConfig:
     hard_negative_fraction: float = 0.5  # rest are popularity-sampled
     # Hard negatives skip retrieval's top ranks: they hold the user's held-out items (false negatives).
     hard_negative_skip: int = 10
+    # Where the ranker's lists come from. `train`: each train interaction, negatives as above. `valid`: the
+    # interactions retrieval never saw, as the ranker meets them at serving time: each positive inside
+    # the user's retrieval top-`export.retrieval_k` for their valid query, negatives from the rest of
+    # that top-K (no skip); `ranking_selection_fraction` of the valid users are kept apart to choose the
+    # epoch (reranking NDCG@10; epoch 0 is retrieval's own order).
+    ranking_lists: Literal["train", "valid"] = "train"
+    ranking_selection_fraction: float = 0.2
+    ranker_user_embedding: bool = True  # off: the ranker knows a user by their history alone
+    # `own`: the ranker learns its own token encoder; `retrieval`: it reuses the trained retrieval item
+    # tower's tokens, frozen (fewer weights to fit on the few held-out lists).
+    ranker_tokens: Literal["own", "retrieval"] = "own"
 
 
 @dataclasses.dataclass(frozen=True)

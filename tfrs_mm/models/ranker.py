@@ -31,18 +31,20 @@ from tfrs_mm.models.user_features import UserFeatures
 from tfrs_mm.schema.features import PADDING_ID
 
 SCORES, HISTORY_ATTENTION, MODALITY_WEIGHTS = "scores", "history_attention", "modality_weights"
+SHARED_TOKENS = "retrieval_tower.item_tower"  # `item_tower` in the config when the ranker reuses retrieval's
 
 
 class CrossAttentionRanker(tf.keras.layers.Layer):
     """(user_id [B], history [B, H], candidate_ids [B, C]) → scores and explanations.
 
     Args:
-        item_tower: Token encoder for candidates and history (its own weights,
-            width `item_tower.embedding_dim`).
+        item_tower: Token encoder for candidates and history (width `item_tower.embedding_dim`):
+            its own, or the retrieval tower's item tower (frozen with it).
         train_user_ids: Users with a learned embedding; others share an OOV row.
         num_heads: Heads of the cross-attention.
         mlp: Hidden widths of the scoring head.
-        user_embedding_dim: Width of the user embedding.
+        user_embedding_dim: Width of the user embedding; 0 gives the ranker none (a user is then
+            their history alone, and nothing per user can memorise their unseen items as negatives).
         dropout: Dropout in the attention and the head, in training.
         max_history: Longest history with its own recency vector (older items share the last).
         retrieval_tower: Optional trained retrieval `QueryTower` (with its item tower), frozen.
@@ -81,9 +83,12 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         self.user_lookup = tf.keras.layers.StringLookup(
             vocabulary=self.train_user_ids, num_oov_indices=1, mask_token=None, name="ranker_user_lookup"
         )
-        self.user_embedding = tf.keras.layers.Embedding(
-            1 + len(self.train_user_ids), user_embedding_dim, name="ranker_user_embedding"
-        )
+        self.user_embedding = self.modality_user = None
+        if user_embedding_dim:
+            self.user_embedding = tf.keras.layers.Embedding(
+                1 + len(self.train_user_ids), user_embedding_dim, name="ranker_user_embedding"
+            )
+            self.modality_user = tf.keras.layers.Dense(dim, use_bias=False, name="modality_user")
         self.cross_attention = tf.keras.layers.MultiHeadAttention(
             num_heads, key_dim=max(dim // num_heads, 1), dropout=dropout, name="cross_attention"
         )
@@ -91,7 +96,6 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         self.max_history = max_history
         self.recency = tf.keras.layers.Embedding(max_history, dim, name="recency")
         self.modality_hidden = tf.keras.layers.Dense(dim, name="modality_hidden")
-        self.modality_user = tf.keras.layers.Dense(dim, use_bias=False, name="modality_user")
         self.modality_logit = tf.keras.layers.Dense(1, use_bias=False, name="modality_logit")
         self.head = [
             tf.keras.layers.Dense(w, activation="relu", name=f"head_{i}") for i, w in enumerate(self.mlp)
@@ -124,10 +128,13 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         history_tokens, history_token_mask = self.item_tower.tokens(history, training=training)  # [B,H,T,..]
         history_mask = tf.logical_and(tf.not_equal(history, PADDING_ID)[..., None], history_token_mask > 0)
         context, attention = self._attend(tokens, history_tokens, history_mask, training)
-        user = self.user_embedding(self.user_lookup(user_id))  # [B, U]
         features = tf.concat([tokens, context, tokens * context], axis=-1)
-        # Which modality matters depends on the user (some choose by look, some by sound).
-        hidden = tf.tanh(self.modality_hidden(features) + self.modality_user(user)[:, None, None, :])
+        hidden = self.modality_hidden(features)
+        if self.user_embedding is not None:
+            user = self.user_embedding(self.user_lookup(user_id))  # [B, U]
+            # Which modality matters depends on the user (some choose by look, some by sound).
+            hidden += self.modality_user(user)[:, None, None, :]
+        hidden = tf.tanh(hidden)
         logits = tf.squeeze(self.modality_logit(hidden), -1)  # [B, C, T]
         weights = masked_softmax(logits, token_mask > 0)
         pooled = tf.einsum("bct,bctd->bcd", weights, features)
@@ -137,10 +144,12 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
             tf.einsum("bct,bcth->bch", weights * attended, attention),
             tf.reduce_sum(weights * attended, axis=-1, keepdims=True),
         )
-        user = tf.broadcast_to(
-            user[:, None, :], tf.concat([tf.shape(pooled)[:2], [self.user_embedding_dim]], 0)
-        )
-        hidden = tf.concat([pooled, user], axis=-1)
+        hidden = pooled
+        if self.user_embedding is not None:
+            user = tf.broadcast_to(
+                user[:, None, :], tf.concat([tf.shape(pooled)[:2], [self.user_embedding_dim]], 0)
+            )
+            hidden = tf.concat([pooled, user], axis=-1)
         for layer in self.head:
             hidden = self.head_dropout(layer(hidden), training=training)
         scores = tf.squeeze(self.score(hidden), -1)
@@ -194,7 +203,7 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
-            "item_tower": tf.keras.layers.serialize(self.item_tower),
+            "item_tower": self._item_tower_config(),
             "train_user_ids": list(self.train_user_ids),
             "num_heads": self.num_heads,
             "mlp": list(self.mlp),
@@ -210,6 +219,11 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
             ),
         }
 
+    def _item_tower_config(self):
+        if self.retrieval_tower is not None and self.item_tower is self.retrieval_tower.item_tower:
+            return SHARED_TOKENS  # one tower, serialised (and restored) once, inside the retrieval tower
+        return tf.keras.layers.serialize(self.item_tower)
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CrossAttentionRanker:
         config = dict(config)
@@ -222,4 +236,6 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         for key in ("item_tower", "retrieval_tower", "retrieval_prior"):
             if isinstance(config.get(key), dict):
                 config[key] = tf.keras.layers.deserialize(config[key], custom_objects=custom)
+        if config.get("item_tower") == SHARED_TOKENS:
+            config["item_tower"] = config["retrieval_tower"].item_tower
         return cls(**config)

@@ -77,21 +77,24 @@ def build_ranking_model(
     config: ModelConfig,
     retrieval_tower=None,
     retrieval_prior=None,
+    item_tower: ItemTower | None = None,
 ) -> RankingModel:
     """A `RankingModel` whose token encoder has width `config.ranker_dim`, from config.
 
     `retrieval_tower` (a trained retrieval model's `query_tower`) makes the ranker a learned
     correction on top of the retrieval score (see `CrossAttentionRanker`), including the retrieval
-    model's `retrieval_prior` (its `popularity_prior`) when it has one.
+    model's `retrieval_prior` (its `popularity_prior`) when it has one. `item_tower` replaces the
+    ranker's own token encoder (e.g. the retrieval model's item tower, frozen).
     """
     token_config = dataclasses.replace(config, embedding_dim=config.ranker_dim)
-    item_tower = ItemTower.from_table(table, train_item_ids, token_config, name="ranker_item_tower")
+    if item_tower is None:
+        item_tower = ItemTower.from_table(table, train_item_ids, token_config, name="ranker_item_tower")
     ranker = CrossAttentionRanker(
         item_tower,
         train_user_ids,
         num_heads=config.ranker_heads,
         mlp=config.ranker_mlp,
-        user_embedding_dim=config.id_embedding_dim,
+        user_embedding_dim=config.id_embedding_dim if config.ranker_user_embedding else 0,
         retrieval_tower=retrieval_tower,
         retrieval_temperature=config.temperature,
         retrieval_prior=retrieval_prior,

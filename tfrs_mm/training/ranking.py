@@ -12,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
 from tfrs_mm import config as config_lib
 from tfrs_mm import fileio, schema
+from tfrs_mm.schema import features as F
 from tfrs_mm.training import data as data_lib
-from tfrs_mm.training import numeric_checks, ranking_data
+from tfrs_mm.training import numeric_checks, ranking_data, ranking_lists
 from tfrs_mm.training.resumable import fit_resumable
 from tfrs_mm.training.retrieval import (
     effective_model_config,
@@ -26,7 +28,6 @@ from tfrs_mm.training.retrieval import (
     load_retrieval_data,
     make_optimizer,
     seed_everything,
-    throughput,
     train_batches,
     write_metrics,
 )
@@ -90,6 +91,7 @@ def build_ranking(model_config, data, retrieval=None):
 
     tower = retrieval.query_tower if retrieval is not None else None
     prior = retrieval.popularity_prior if retrieval is not None else None
+    shared = retrieval is not None and model_config.ranker_tokens == "retrieval"
     model = build_ranking_model(
         data.table,
         data.train_item_ids,
@@ -97,6 +99,7 @@ def build_ranking(model_config, data, retrieval=None):
         model_config,
         retrieval_tower=tower,
         retrieval_prior=prior,
+        item_tower=retrieval.item_tower if shared else None,
     )
     build_ranker(model.ranker)
     return model
@@ -107,6 +110,63 @@ def build_ranker(ranker) -> None:
     import tensorflow as tf
 
     ranker(tf.constant([""]), tf.constant([[""]]), tf.constant([[""]]))
+
+
+@dataclasses.dataclass
+class ListPlan:
+    """Where the ranker's lists come from (`model.ranking_lists`) and how its epoch is chosen."""
+
+    batches: Callable  # (epoch, step) start -> dataset of list batches
+    steps: int  # per epoch
+    lists: int  # per epoch
+    valid: dict  # fixed lists for AUC / NDCG@10 / MRR (not trained on)
+    held_out: ranking_lists.HeldOutLists | None = None
+
+    def selection_callback(self, retrieval, model, data, config: config_lib.Config):
+        """The held-out users' epoch selection (`ranking_lists.best_reranking_callback`), or None."""
+        if self.held_out is None or not self.held_out.selection.users:
+            return None
+        catalog = list(data.table.item_ids)
+        k, patience = config.export.retrieval_k, config.train.early_stopping_patience
+        selection = self.held_out.selection
+        return ranking_lists.best_reranking_callback(retrieval, model, catalog, selection, k, patience)
+
+
+def plan_lists(config: config_lib.Config, retrieval, data, data_dir: str, manifest, queries: str) -> ListPlan:
+    """The train split's lists (`model.ranking_lists=train`) or the held-out ones (`valid`)."""
+    import tensorflow as tf
+
+    batch = config.train.batch_size
+    if config.model.ranking_lists == "valid":
+        lists = ranking_lists.held_out_lists(retrieval, data, data_dir, manifest, config, queries)
+        held = tf.data.Dataset.from_tensor_slices(lists.held).batch(batch)
+        return ListPlan(
+            batches=lambda start: ranking_data.add_candidates(
+                ranking_lists.list_stream(
+                    lists.fit, batch, epochs=config.train.epochs, seed=config.train.seed, start=start
+                ),
+                lists.sampler,
+            ),
+            steps=ranking_lists.steps_per_epoch(lists.fit, batch),
+            lists=len(lists.fit[F.ITEM_ID]),
+            valid=ranking_data.fixed_lists(ranking_data.add_candidates(held, lists.sampler)),
+            held_out=lists,
+        )
+    sampler = make_sampler(config, retrieval, data, data_dir, manifest)
+    return ListPlan(
+        batches=lambda start: train_lists(config, data_dir, manifest, sampler, start),
+        steps=data_lib.steps_per_epoch(manifest, "train", batch),
+        lists=manifest.split.counts.get("train", 0),
+        valid=ranking_data.fixed_lists(list_dataset(data_dir, manifest, "valid", config, sampler)),
+    )
+
+
+def retrieval_queries(workdir: str) -> str:
+    """The query histories the retrieval run in `workdir` is evaluated with (`eval_queries`)."""
+    from tfrs_mm.training.retrieval import eval_queries
+
+    retrieval_config = config_lib.load_config(fileio.join(workdir, config_lib.CONFIG_FILE))
+    return eval_queries(retrieval_config.train)
 
 
 def train_ranking(config: config_lib.Config, data_dir: str, workdir: str, verbose: bool = True):
@@ -124,28 +184,34 @@ def train_ranking(config: config_lib.Config, data_dir: str, workdir: str, verbos
     if is_chief():
         config_lib.save_config(dataclasses.replace(config, model=model_config), out)
     data = load_retrieval_data(data_dir, manifest, model_config.modalities)
+    config = dataclasses.replace(config, model=model_config)
     with numeric_checks.nonfinite_inputs_by_name():  # hard negatives and lists read the interactions
-        sampler = make_sampler(config, retrieval, data, data_dir, manifest)
-        valid = ranking_data.fixed_lists(list_dataset(data_dir, manifest, "valid", config, sampler))
+        plan = plan_lists(config, retrieval, data, data_dir, manifest, retrieval_queries(workdir))
     with strategy.scope():
         model = build_ranking(model_config, data, retrieval)
         model.compile(optimizer=make_optimizer(config.train))
-    steps = data_lib.steps_per_epoch(manifest, "train", config.train.batch_size)
+    selection = plan.selection_callback(retrieval, model, data, config)
     history, fit_info = fit_resumable(
         model,
-        lambda start: train_lists(config, data_dir, manifest, sampler, start),
-        steps,
+        plan.batches,
+        plan.steps,
         config.train,
         out,
         verbose=verbose,
+        extra_callbacks=(selection,) if selection else (),
     )
+    if selection:
+        fit_info["best_epoch"] = selection.best_epoch
+    seconds = max(fit_info["train_seconds"], 1e-9)
+    lists_run = plan.lists * fit_info["steps_run"] / plan.steps
     metrics = {
         "training": {
             "history": history_lists(history),
             **fit_info,
-            "lists_per_second": throughput(fit_info, steps, manifest)["examples_per_second"],
+            "lists": plan.lists,
+            "lists_per_second": round(lists_run / seconds, 1),
         },
-        "valid": score_lists(model.ranker, valid),
+        "valid": score_lists(model.ranker, plan.valid) if plan.valid else {},
     }
     if is_chief():
         model.save_weights(fileio.join(out, FINAL_CHECKPOINT))
@@ -201,14 +267,19 @@ def load_ranker(workdir: str):
     return ranker
 
 
-def evaluate_ranking(retrieval_model, ranker, data, data_dir: str, manifest, k: int) -> dict:
-    """Two-stage test metrics (retrieval alone vs retrieval + ranking) and explanation quality."""
+def evaluate_ranking(
+    retrieval_model, ranker, data, data_dir: str, manifest, k: int, queries: str = "example"
+) -> dict:
+    """Two-stage test metrics (retrieval alone vs retrieval + ranking) and explanation quality.
+
+    `queries`: the test users' query histories, as the retrieval run is evaluated (`retrieval_queries`).
+    """
     from tfrs_mm.evaluation import retrieval_eval
     from tfrs_mm.evaluation.explanations import explanation_quality
     from tfrs_mm.evaluation.two_stage import evaluate_two_stage
 
     catalog = list(data.table.item_ids)
-    truth = retrieval_eval.load_eval_split(data_dir, manifest, catalog, "test")
+    truth = retrieval_eval.load_eval_split(data_dir, manifest, catalog, "test", queries)
     out = {"two_stage": evaluate_two_stage(retrieval_model, ranker, catalog, truth, k=k)}
     quality = explanation_quality(ranker, data_dir, manifest)
     if quality is not None:
@@ -221,9 +292,8 @@ def train_and_evaluate_ranking(config: config_lib.Config, data_dir: str, workdir
     model, data, metrics = train_ranking(config, data_dir, workdir, verbose=verbose)
     manifest = schema.read_manifest(data_dir)
     retrieval = load_retrieval_for_ranking(workdir)
-    metrics.update(
-        evaluate_ranking(retrieval, model.ranker, data, data_dir, manifest, config.export.retrieval_k)
-    )
+    k, queries = config.export.retrieval_k, retrieval_queries(workdir)
+    metrics.update(evaluate_ranking(retrieval, model.ranker, data, data_dir, manifest, k, queries))
     if is_chief():
         write_metrics(ranking_workdir(workdir), metrics)
     return metrics

@@ -298,4 +298,5 @@ def _evaluate_ranker_if_trained(model, data, data_dir: str, manifest, workdir: s
         return None
     config = config_lib.load_config(fileio.join(ranking.ranking_workdir(workdir), config_lib.CONFIG_FILE))
     ranker = ranking.load_ranker(workdir)
-    return ranking.evaluate_ranking(model, ranker, data, data_dir, manifest, config.export.retrieval_k)
+    k, queries = config.export.retrieval_k, ranking.retrieval_queries(workdir)
+    return ranking.evaluate_ranking(model, ranker, data, data_dir, manifest, k, queries)
