@@ -20,10 +20,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     # MovieLens with posters and plot text; RecBole's protocol keeps ratings >= 3. Its splits are random
     # per user (ml-1m here has no timestamps), so training histories are sampled from the train set, and
     # the epoch with the best valid Recall@10 is kept; the learning rate halves every epoch after the third.
-    # A popularity prior chosen on valid puts back the popularity that logQ correction takes out.
+    # A popularity prior chosen on valid puts back the popularity that logQ correction takes out. The ranker
+    # learns from held-out lists (all negatives from the user's top-K), knows a user by their history and
+    # reuses retrieval's frozen tokens; its epoch is chosen on held-out users (epoch 0: retrieval's order).
     "movielens": {
         "data": {"rating_threshold": 3.0, "history_length": 50, "text_max_tokens": 128},
-        "model": {"modalities": ["text", "image"], "embedding_dim": 64, "popularity_prior": True},
+        "model": {
+            "modalities": ["text", "image"],
+            "embedding_dim": 64,
+            "popularity_prior": True,
+            "ranking_lists": "valid",
+            "ranking_negatives": 20,
+            "hard_negative_fraction": 1.0,
+            "ranker_user_embedding": False,
+            "ranker_tokens": "retrieval",
+        },
         "train": {
             "batch_size": 1024,
             "epochs": 20,
