@@ -37,9 +37,11 @@ def test_ranking_workdir_has_config_checkpoint_logs_and_metrics(ranked):
 
 def test_the_ranker_beats_chance_on_validation_lists(ranked):
     _, metrics = ranked
-    # 1 positive among 10 candidates: a random order gets AUC 0.5 and MRR about 0.29.
+    # Demo preset: 1 positive among 21 candidates (held-out lists, negatives from the user's top-K),
+    # so a random order gets AUC 0.5 and MRR (1 + 1/2 + ... + 1/21) / 21, about 0.17.
+    chance_mrr = sum(1 / k for k in range(1, 22)) / 21
     assert metrics["valid"]["auc"] > 0.55, metrics["valid"]
-    assert metrics["valid"]["mrr"] > 0.3, metrics["valid"]
+    assert metrics["valid"]["mrr"] > chance_mrr + 0.05, metrics["valid"]
 
 
 def test_two_stage_reorders_the_same_candidates(ranked):

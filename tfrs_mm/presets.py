@@ -10,9 +10,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The dataclass defaults: a mid-sized catalog.
     "default": {},
     # Tiny and fast: the sample catalog end to end in minutes on 2 CPU cores.
+    # The ranker learns from held-out lists, as in `movielens` (on the sample catalog: NDCG@10 +11 % over
+    # retrieval's order, against -9 % from train lists).
     "demo": {
         "data": {"history_length": 10, "text_max_tokens": 64, "min_user_interactions": 3},
-        "model": {"embedding_dim": 32, "id_embedding_dim": 16, "ranker_dim": 32, "ranker_mlp": [64]},
+        "model": {
+            "embedding_dim": 32,
+            "id_embedding_dim": 16,
+            "ranker_dim": 32,
+            "ranker_mlp": [64],
+            "ranking_lists": "valid",
+            "ranking_negatives": 20,
+            "hard_negative_fraction": 1.0,
+            "ranker_user_embedding": False,
+            "ranker_tokens": "retrieval",
+        },
         "train": {"batch_size": 128, "epochs": 3, "checkpoint_every_steps": 50},
         "index": {"k": 50, "tune_queries": 200},
         "export": {"retrieval_k": 50},
