@@ -210,3 +210,22 @@ def test_ranker_on_held_out_lists_keeps_its_best_selection_epoch(ranked, sample_
     kept = evaluate_two_stage(retrieval, reloaded, catalog, lists.selection, k=k, ks=(10,))
     expected = max(curve) if best else kept["retrieval"]["ndcg@10"]
     assert kept["retrieval+ranking"]["ndcg@10"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_ranker_on_train_lists_with_its_own_tokens_and_user_embedding(ranked, sample_dataset, tmp_path):
+    from tfrs_mm.training.ranking import train_ranking
+
+    workdir, _ = ranked
+    _copy_retrieval(workdir, tmp_path)
+    sets = [*FAST, "train.epochs=2", "model.ranking_lists=train", "model.hard_negative_fraction=0.5"]
+    sets += ["model.ranker_user_embedding=true", "model.ranker_tokens=own"]
+    config = config_lib.load_config(preset="demo", overrides=sets)
+    data_dir = str(sample_dataset / "data")
+    model, _, metrics = train_ranking(config, data_dir, str(tmp_path), verbose=False)
+    training = metrics["training"]
+    assert training["lists"] == schema.read_manifest(data_dir).split.counts["train"]
+    assert "best_epoch" not in training and len(training["history"]["loss"]) == 2
+    assert training["history"]["loss"][-1] < training["history"]["loss"][0]
+    assert model.ranker.user_embedding is not None
+    assert model.ranker.item_tower is not model.ranker.retrieval_tower.item_tower
+    assert {"auc", "ndcg@10", "mrr"} <= set(metrics["valid"]) and metrics["valid"]["lists"] > 0

@@ -52,16 +52,13 @@ class NegativeSampler:
 
 def last_train_queries(data_dir: str, manifest: schema.Manifest):
     """(users, their last train example's history [U, H], their train item sets), users sorted."""
-    histories, known = {}, defaultdict(set)
-    for batch in data_lib.interaction_dataset(data_dir, manifest, "train", batch_size=8192):
-        for user, item, history in zip(
-            batch[F.USER_ID].numpy(), batch[F.ITEM_ID].numpy(), batch[F.HISTORY].numpy()
-        ):
-            user = user.decode()
-            histories[user] = history  # examples of a user come in order: the last one wins
-            known[user].add(item.decode())
-    users = sorted(histories)
-    return users, np.stack([histories[u] for u in users]), [known[u] for u in users]
+    users, items, histories = data_lib.read_split(data_dir, manifest, "train")
+    last, known = {}, defaultdict(set)
+    for index, (user, item) in enumerate(zip(users, items)):
+        last[user] = index  # examples of a user come in order: the last one wins
+        known[user].add(item)
+    ordered = sorted(last)
+    return ordered, histories[[last[u] for u in ordered]], [known[u] for u in ordered]
 
 
 def hard_negatives(
