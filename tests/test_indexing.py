@@ -281,3 +281,17 @@ def _content_only_vectors(tower, table: ItemTable) -> np.ndarray:
         masks.append(tf.constant(table.present[m], tf.float32))
     fused = tower.fusion_layer(tf.stack(tokens, axis=1), tf.stack(masks, axis=1))
     return tf.math.l2_normalize(fused, axis=-1).numpy()
+
+
+def test_batches_that_come_back_narrower_are_padded_not_refused():
+    from tfrs_mm.indexing.tuner import run_queries
+
+    widths = iter([3, 2])  # ScaNN: a batch is as wide as the most neighbours one of its queries found
+
+    def search(batch):
+        width = next(widths)
+        return tf.constant(np.arange(len(batch) * width).reshape(len(batch), width))
+
+    found = run_queries(search, np.zeros([5, 4], np.float32), batch_size=3)
+    assert found.shape == (5, 3) and (found[3:, 2] == -1).all() and (found[:3] >= 0).all()
+    assert recall_at_k(found, np.array([[0, 1, 2]] * 5)) == pytest.approx((3 + 0 + 0 + 2 + 1) / 15)

@@ -97,9 +97,14 @@ def search_function(layer, dim: int) -> Callable[[np.ndarray], tf.Tensor]:
 
 
 def run_queries(search: Callable, queries: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """Results of `search` for every query, in batches: [Q, k]."""
+    """Results of `search` for every query, in batches: [Q, k'], padded with -1.
+
+    ScaNN returns a batch only as wide as the most neighbours any of its queries found: with few
+    leaves searched in a small catalog, one batch can come back narrower than another.
+    """
     parts = [search(queries[i : i + batch_size]).numpy() for i in range(0, len(queries), batch_size)]
-    return np.concatenate(parts)
+    width = max((part.shape[1] for part in parts), default=0)
+    return np.concatenate([np.pad(p, [(0, 0), (0, width - p.shape[1])], constant_values=-1) for p in parts])
 
 
 def measure_latency(
