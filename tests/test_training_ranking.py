@@ -104,14 +104,10 @@ def test_train_ranking_without_a_retrieval_model_is_a_clear_error(sample_dataset
 
 
 def test_ranking_trains_under_mirrored_strategy_on_two_logical_cpus(ranked, sample_dataset, tmp_path):
-    import shutil
     import subprocess
     import sys
 
-    workdir, _ = ranked
-    for name in ("towers.json", "config.yaml", "checkpoints"):
-        source = workdir / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    _copy_retrieval(ranked[0], tmp_path)
     sets = [*FAST, "train.epochs=1", "train.strategy=mirrored", "train.num_logical_devices=2"]
     args = ["train", "ranking", "--data", str(sample_dataset / "data"), "--workdir", str(tmp_path)]
     args += ["--preset", "demo", *[x for s in sets for x in ("--set", s)]]
@@ -130,6 +126,17 @@ def _copy_retrieval(workdir, target):
     for name in ("towers.json", "config.yaml", "checkpoints"):
         source = workdir / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, target / name)
+
+
+def _train_ranker_beside(ranked, sample_dataset, tmp_path, overrides):
+    """Trains a ranker (demo preset, FAST, `overrides`) on a copy of the fixture's retrieval run."""
+    from tfrs_mm.training.ranking import train_ranking
+
+    _copy_retrieval(ranked[0], tmp_path)
+    config = config_lib.load_config(preset="demo", overrides=[*FAST, *overrides])
+    data_dir = str(sample_dataset / "data")
+    model, _, metrics = train_ranking(config, data_dir, str(tmp_path), verbose=False)
+    return config, data_dir, model, metrics
 
 
 def test_held_out_lists_hold_only_valid_items_inside_the_users_retrieval_top_k(ranked, sample_dataset):
@@ -180,15 +187,10 @@ def test_list_stream_resumes_with_the_batches_an_uninterrupted_run_sees():
 
 def test_ranker_on_held_out_lists_keeps_its_best_selection_epoch(ranked, sample_dataset, tmp_path):
     from tfrs_mm.training import ranking_lists
-    from tfrs_mm.training.ranking import train_ranking
 
-    workdir, _ = ranked
-    _copy_retrieval(workdir, tmp_path)
-    sets = [*FAST, "train.epochs=4", "train.early_stopping_patience=0", "model.ranking_lists=valid"]
+    sets = ["train.epochs=4", "train.early_stopping_patience=0", "model.ranking_lists=valid"]
     sets += ["model.ranker_user_embedding=false", "model.ranker_tokens=retrieval"]
-    config = config_lib.load_config(preset="demo", overrides=sets)
-    data_dir = str(sample_dataset / "data")
-    model, _, metrics = train_ranking(config, data_dir, str(tmp_path), verbose=False)
+    config, data_dir, model, metrics = _train_ranker_beside(ranked, sample_dataset, tmp_path, sets)
     curve = metrics["training"]["history"][ranking_lists.SELECTION_METRIC]
     assert len(curve) == 4 and metrics["training"]["lists"] > 0
     best = metrics["training"]["best_epoch"]  # 0: retrieval's order beat every epoch
@@ -213,15 +215,9 @@ def test_ranker_on_held_out_lists_keeps_its_best_selection_epoch(ranked, sample_
 
 
 def test_ranker_on_train_lists_with_its_own_tokens_and_user_embedding(ranked, sample_dataset, tmp_path):
-    from tfrs_mm.training.ranking import train_ranking
-
-    workdir, _ = ranked
-    _copy_retrieval(workdir, tmp_path)
-    sets = [*FAST, "train.epochs=2", "model.ranking_lists=train", "model.hard_negative_fraction=0.5"]
+    sets = ["train.epochs=2", "model.ranking_lists=train", "model.hard_negative_fraction=0.5"]
     sets += ["model.ranker_user_embedding=true", "model.ranker_tokens=own"]
-    config = config_lib.load_config(preset="demo", overrides=sets)
-    data_dir = str(sample_dataset / "data")
-    model, _, metrics = train_ranking(config, data_dir, str(tmp_path), verbose=False)
+    _, data_dir, model, metrics = _train_ranker_beside(ranked, sample_dataset, tmp_path, sets)
     training = metrics["training"]
     assert training["lists"] == schema.read_manifest(data_dir).split.counts["train"]
     assert "best_epoch" not in training and len(training["history"]["loss"]) == 2
