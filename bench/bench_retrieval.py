@@ -47,8 +47,9 @@ logger = logging.getLogger("bench_retrieval")
 
 # name -> (raw dataset, preset, overrides)
 DATASETS = {
-    "ml100k": ("movielens-100k", "movielens", ["data.rating_threshold=null"]),
-    # Evaluation queries carry up to 200 of the user's train and valid items (training samples 50).
+    # Evaluation queries carry up to 200 of the user's train and valid items (training samples 50): the
+    # ranker's item-to-item evidence reads the whole query history (ml-100k at 50: NDCG@10 +4.5 %).
+    "ml100k": ("movielens-100k", "movielens", ["data.rating_threshold=null", "data.history_length=200"]),
     "ml1m": ("movielens-1m", "movielens", ["data.split=random", "data.history_length=200"]),
     "ml1m-cold": ("movielens-1m", "movielens", ["data.split=cold-item", "data.cold_item_fraction=0.2"]),
     "lastfm": ("lastfm-2k", "lastfm", ["data.split=random"]),

@@ -78,13 +78,20 @@ class ModelConfig:
     # interactions retrieval never saw, as the ranker meets them at serving time: each positive inside
     # the user's retrieval top-`export.retrieval_k` for their valid query, negatives from the rest of
     # that top-K (no skip); `ranking_selection_fraction` of the valid users are kept apart to choose the
-    # epoch (reranking NDCG@10; epoch 0 is retrieval's own order).
+    # epoch (reranking NDCG@10; epoch 0 is the untrained ranker: retrieval's order, plus item-to-item
+    # evidence when `ranker_item_item` is on).
     ranking_lists: Literal["train", "valid"] = "train"
     ranking_selection_fraction: float = 0.2
     ranker_user_embedding: bool = True  # off: the ranker knows a user by their history alone
     # `own`: the ranker learns its own token encoder; `retrieval`: it reuses the trained retrieval item
     # tower's tokens, frozen (fewer weights to fit on the few held-out lists).
     ranker_tokens: Literal["own", "retrieval"] = "own"
+    # Item-to-item evidence (EASE on the train split, `models.item_item`): the score adds a weight times
+    # Σ_h B[history item h, candidate], and B biases the history attention. Needs `ranking_lists=valid`:
+    # the ridge is chosen from `ranker_item_item_l2s` and the weight fitted on the held-out lists.
+    ranker_item_item: bool = False
+    ranker_item_item_l2s: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+    ranker_item_item_max_items: int = 10000  # the most frequent items get a row: B is dense, M² floats
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "hard_negative_fraction": 1.0,
             "ranker_user_embedding": False,
             "ranker_tokens": "retrieval",
+            "ranker_item_item": True,
         },
         "train": {"batch_size": 128, "epochs": 3, "checkpoint_every_steps": 50},
         "index": {"k": 50, "tune_queries": 200},
@@ -34,7 +35,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the epoch with the best valid Recall@10 is kept; the learning rate halves every epoch after the third.
     # A popularity prior chosen on valid puts back the popularity that logQ correction takes out. The ranker
     # learns from held-out lists (all negatives from the user's top-K), knows a user by their history and
-    # reuses retrieval's frozen tokens; its epoch is chosen on held-out users (epoch 0: retrieval's order).
+    # reuses retrieval's frozen tokens and adds item-to-item (EASE) evidence fitted on those lists; its
+    # epoch is chosen on held-out users (epoch 0: retrieval's order plus that evidence).
     "movielens": {
         "data": {"rating_threshold": 3.0, "history_length": 50, "text_max_tokens": 128},
         "model": {
@@ -46,6 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "hard_negative_fraction": 1.0,
             "ranker_user_embedding": False,
             "ranker_tokens": "retrieval",
+            "ranker_item_item": True,
         },
         "train": {
             "batch_size": 1024,

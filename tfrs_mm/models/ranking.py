@@ -78,13 +78,15 @@ def build_ranking_model(
     retrieval_tower=None,
     retrieval_prior=None,
     item_tower: ItemTower | None = None,
+    item_item=None,
 ) -> RankingModel:
     """A `RankingModel` whose token encoder has width `config.ranker_dim`, from config.
 
     `retrieval_tower` (a trained retrieval model's `query_tower`) makes the ranker a learned
     correction on top of the retrieval score (see `CrossAttentionRanker`), including the retrieval
     model's `retrieval_prior` (its `popularity_prior`) when it has one. `item_tower` replaces the
-    ranker's own token encoder (e.g. the retrieval model's item tower, frozen).
+    ranker's own token encoder (e.g. the retrieval model's item tower, frozen). `item_item` is an
+    `ItemItemEvidence` for the ranker, or None.
     """
     token_config = dataclasses.replace(config, embedding_dim=config.ranker_dim)
     if item_tower is None:
@@ -98,6 +100,7 @@ def build_ranking_model(
         retrieval_tower=retrieval_tower,
         retrieval_temperature=config.temperature,
         retrieval_prior=retrieval_prior,
+        item_item=item_item,
         name="ranker",
     )
     return RankingModel(ranker, loss=config.ranking_loss)

@@ -86,7 +86,8 @@ def train_lists(config: config_lib.Config, data_dir: str, manifest, sampler, sta
     return ranking_data.add_candidates(train_batches(config.train, data_dir, manifest, start), sampler)
 
 
-def build_ranking(model_config, data, retrieval=None):
+def build_ranking(model_config, data, retrieval=None, evidence=None):
+    """The ranking model for `model_config`; `evidence` is an `item_item_fit.FittedEvidence` or None."""
     from tfrs_mm.models.ranking import build_ranking_model
 
     tower = retrieval.query_tower if retrieval is not None else None
@@ -100,8 +101,13 @@ def build_ranking(model_config, data, retrieval=None):
         retrieval_tower=tower,
         retrieval_prior=prior,
         item_tower=retrieval.item_tower if shared else None,
+        item_item=evidence.layer if evidence is not None else None,
     )
     build_ranker(model.ranker)
+    model.ranker.calibrate_similarity(data.table.item_ids)
+    if evidence is not None:
+        model.ranker.evidence_weight.assign(evidence.weight)
+        model.ranker.evidence_scale.assign(evidence.scale)
     return model
 
 
@@ -161,6 +167,30 @@ def plan_lists(config: config_lib.Config, retrieval, data, data_dir: str, manife
     )
 
 
+def fit_item_item(model_config, retrieval, data, data_dir: str, manifest, plan: ListPlan):
+    """The ranker's item-to-item evidence (`model.ranker_item_item`), fitted on the plan's lists, or None."""
+    if not model_config.ranker_item_item:
+        return None
+    if plan.held_out is None:
+        raise ValueError(
+            "model.ranker_item_item needs model.ranking_lists=valid: its weights come from the train split, "
+            "so they must be fitted on lists the train split does not contain"
+        )
+    import tensorflow as tf
+
+    from tfrs_mm.training import item_item_fit
+
+    held_out = plan.held_out
+    fit = ranking_data.fixed_lists(
+        ranking_data.add_candidates(
+            tf.data.Dataset.from_tensor_slices(held_out.fit).batch(1024), held_out.sampler
+        )
+    )
+    evidence = item_item_fit.fit_evidence(retrieval, data, data_dir, manifest, fit, model_config)
+    logger.info("item-item evidence: %s", evidence.record)
+    return evidence
+
+
 def retrieval_queries(workdir: str) -> str:
     """The query histories the retrieval run in `workdir` is evaluated with (`eval_queries`)."""
     from tfrs_mm.training.retrieval import eval_queries
@@ -187,8 +217,9 @@ def train_ranking(config: config_lib.Config, data_dir: str, workdir: str, verbos
     config = dataclasses.replace(config, model=model_config)
     with numeric_checks.nonfinite_inputs_by_name():  # hard negatives and lists read the interactions
         plan = plan_lists(config, retrieval, data, data_dir, manifest, retrieval_queries(workdir))
+        evidence = fit_item_item(model_config, retrieval, data, data_dir, manifest, plan)
     with strategy.scope():
-        model = build_ranking(model_config, data, retrieval)
+        model = build_ranking(model_config, data, retrieval, evidence)
         model.compile(optimizer=make_optimizer(config.train))
     selection = plan.selection_callback(retrieval, model, data, config)
     history, fit_info = fit_resumable(
@@ -202,6 +233,7 @@ def train_ranking(config: config_lib.Config, data_dir: str, workdir: str, verbos
     )
     if selection:
         fit_info["best_epoch"] = selection.best_epoch
+        fit_info["selection_ndcg@10"] = selection.summary()
     seconds = max(fit_info["train_seconds"], 1e-9)
     lists_run = plan.lists * fit_info["steps_run"] / plan.steps
     metrics = {
@@ -210,6 +242,7 @@ def train_ranking(config: config_lib.Config, data_dir: str, workdir: str, verbos
             **fit_info,
             "lists": plan.lists,
             "lists_per_second": round(lists_run / seconds, 1),
+            **({"item_item": evidence.record} if evidence is not None else {}),
         },
         "valid": score_lists(model.ranker, plan.valid) if plan.valid else {},
     }

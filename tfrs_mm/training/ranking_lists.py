@@ -14,8 +14,9 @@ valid split is exactly that. Each valid user's query is their known items
 - a fixed share of the valid users (`ranking_selection_fraction`, chosen by a
   hash of the user id) never give lists: after each epoch their top-K is
   reranked and scored against their valid items, and the best epoch's weights
-  are kept. Epoch 0 is retrieval's own order (the ranker's correction starts
-  at zero), so a ranker that does not help is not used.
+  are kept. Epoch 0 is the untrained ranker (its learned correction starts
+  at zero): retrieval's own order, plus the fitted item-to-item evidence
+  when the ranker has it. A ranker whose training does not help is not used.
 
 The best weights are held in memory, as in retrieval's early stopping: a run
 resumed from its backup chooses among the epochs it ran itself.
@@ -168,17 +169,18 @@ def list_stream(lists: dict[str, np.ndarray], batch_size: int, *, epochs: int, s
 def best_reranking_callback(retrieval, ranking_model, catalog, selection: EvalSplit, k: int, patience: int):
     """A Keras callback: reranking NDCG@10 of the selection users per epoch; keeps the best epoch's weights.
 
-    Epoch 0 (before training) is measured too, so "no epoch beat retrieval's order" keeps the
-    untrained correction. With `patience` > 0 training stops after that many epochs without a
-    better NDCG.
+    Epoch 0 (before training) is measured too, so "no epoch beat the untrained ranker" keeps it:
+    that is retrieval's order, plus the item-to-item evidence fitted before training when the ranker
+    has it (`item_item_fit`). `summary()` gives retrieval's own NDCG@10 beside epoch 0's and the best.
+    With `patience` > 0 training stops after that many epochs without a better NDCG.
     """
     import tensorflow as tf
 
     from tfrs_mm.evaluation.two_stage import evaluate_two_stage
 
-    def measure() -> float:
+    def measure(stage: str = "retrieval+ranking") -> float:
         result = evaluate_two_stage(retrieval, ranking_model.ranker, catalog, selection, k=k, ks=(10,))
-        return float(result["retrieval+ranking"].get("ndcg@10", 0.0))
+        return float(result[stage].get("ndcg@10", 0.0))
 
     class BestReranking(tf.keras.callbacks.Callback):
         def __init__(self):
@@ -187,7 +189,10 @@ def best_reranking_callback(retrieval, ranking_model, catalog, selection: EvalSp
 
         def on_train_begin(self, logs=None):
             self.best, self.best_epoch, self.best_weights = measure(), 0, ranking_model.get_weights()
-            logger.info("selection users, retrieval order: NDCG@10 %.4f", self.best)
+            self.epoch_0, self.retrieval = self.best, measure("retrieval")
+            logger.info(
+                "selection users' NDCG@10: retrieval %.4f, untrained ranker %.4f", self.retrieval, self.best
+            )
 
         def on_epoch_end(self, epoch, logs=None):
             ndcg = measure()
@@ -204,5 +209,9 @@ def best_reranking_callback(retrieval, ranking_model, catalog, selection: EvalSp
         def on_train_end(self, logs=None):
             logger.info("keeping the ranker of epoch %d (selection NDCG@10 %.4f)", self.best_epoch, self.best)
             ranking_model.set_weights(self.best_weights)
+
+        def summary(self) -> dict:
+            """Selection users' reranking NDCG@10: retrieval alone, epoch 0, and the kept epoch."""
+            return {"retrieval": self.retrieval, "epoch_0": self.epoch_0, "best": self.best}
 
     return BestReranking()
