@@ -145,3 +145,11 @@ def test_item_item_evidence_needs_held_out_lists(sample_dataset, tmp_path):
     plan = ListPlan(batches=None, steps=1, lists=1, valid={})
     with pytest.raises(ValueError, match="ranking_lists=valid"):
         fit_item_item(config, None, None, sample_dataset, None, plan)
+
+
+def test_an_empty_ridge_grid_is_a_clear_error():
+    from tfrs_mm.training.item_item_fit import fit_evidence
+
+    config = dataclasses.replace(ModelConfig(), ranker_item_item=True, ranker_item_item_l2s=())
+    with pytest.raises(ValueError, match="ranker_item_item_l2s"):
+        fit_evidence(None, None, "", None, {}, config)

@@ -44,12 +44,14 @@ class FittedEvidence:
 
 def fit_evidence(retrieval, data, data_dir: str, manifest, lists: dict, config) -> FittedEvidence:
     """EASE on the train split, λ and γ on fixed `lists` (`ranking_data.fixed_lists` arrays)."""
+    if not config.ranker_item_item_l2s or config.ranker_item_item_max_items < 1:
+        raise ValueError(
+            "model.ranker_item_item needs at least one ridge in ranker_item_item_l2s and max_items >= 1"
+        )
     catalog = [str(i) for i in data.table.item_ids]
     ids = item_item.frequent_items(catalog, data.frequencies, config.ranker_item_item_max_items)
     row = {item: i for i, item in enumerate(ids)}
-    users, items, _ = read_split(data_dir, manifest, "train")
-    pairs = [(user, row[item]) for user, item in zip(users, items) if item in row]
-    gram = item_item.cooccurrence([u for u, _ in pairs], [i for _, i in pairs], len(ids))
+    gram = _train_gram(data_dir, manifest, row)
     base = retrieval_logits(retrieval, lists)
     history_rows = _rows(lists[F.HISTORY], row)  # [E, H], -1: no evidence
     candidate_rows = _rows(lists[ranking_data.CANDIDATE_IDS], row)  # [E, C]
@@ -65,9 +67,10 @@ def fit_evidence(retrieval, data, data_dir: str, manifest, lists: dict, config) 
         )
     _, l2, gamma = max(trials)
     weights = item_item.fit_ease(gram, l2)
-    pairs = _pair_weights(weights, history_rows, candidate_rows)
     present = (history_rows >= 0)[:, None, :] & (candidate_rows >= 0)[:, :, None]
-    spread = float(pairs[present].std()) if present.any() else 0.0
+    spread = (
+        float(_pair_weights(weights, history_rows, candidate_rows)[present].std()) if present.any() else 0.0
+    )
     record = {
         "items": len(ids),
         "l2": l2,
@@ -124,6 +127,13 @@ def best_weight(base: np.ndarray, evidence: np.ndarray, labels: np.ndarray, iter
         middle = (low + high) / 2
         low, high = (middle, high) if slope(middle) > 0 else (low, middle)
     return (low + high) / 2
+
+
+def _train_gram(data_dir: str, manifest, row: dict) -> np.ndarray:
+    """XᵀX over the items in `row` (item id → row), from the train split."""
+    users, items, _ = read_split(data_dir, manifest, "train")
+    kept = [(user, row[item]) for user, item in zip(users, items) if item in row]
+    return item_item.cooccurrence([u for u, _ in kept], [i for _, i in kept], len(row))
 
 
 def _rows(item_ids: np.ndarray, row: dict) -> np.ndarray:
