@@ -178,24 +178,26 @@ def best_reranking_callback(retrieval, ranking_model, catalog, selection: EvalSp
 
     from tfrs_mm.evaluation.two_stage import evaluate_two_stage
 
-    def measure(stage: str = "retrieval+ranking") -> float:
+    def measure() -> tuple[float, float]:
+        """(retrieval's NDCG@10, the ranker's) on the selection users."""
         result = evaluate_two_stage(retrieval, ranking_model.ranker, catalog, selection, k=k, ks=(10,))
-        return float(result[stage].get("ndcg@10", 0.0))
+        return tuple(float(result[stage].get("ndcg@10", 0.0)) for stage in ("retrieval", "retrieval+ranking"))
 
     class BestReranking(tf.keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.best, self.best_epoch, self.best_weights, self.wait = -np.inf, -1, None, 0
+            self.retrieval = self.epoch_0 = None
 
         def on_train_begin(self, logs=None):
-            self.best, self.best_epoch, self.best_weights = measure(), 0, ranking_model.get_weights()
-            self.epoch_0, self.retrieval = self.best, measure("retrieval")
+            self.retrieval, self.best = measure()
+            self.epoch_0, self.best_epoch, self.best_weights = self.best, 0, ranking_model.get_weights()
             logger.info(
                 "selection users' NDCG@10: retrieval %.4f, untrained ranker %.4f", self.retrieval, self.best
             )
 
         def on_epoch_end(self, epoch, logs=None):
-            ndcg = measure()
+            _, ndcg = measure()
             if logs is not None:
                 logs[SELECTION_METRIC] = ndcg
             if ndcg > self.best:
