@@ -34,9 +34,10 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class FittedEvidence:
-    """What `fit_evidence` chose: the ranker's `ItemItemEvidence` and its initial weights."""
+    """What `fit_evidence` chose: the ranker's `ItemItemEvidence` weights and its initial scalars."""
 
-    layer: item_item.ItemItemEvidence
+    item_ids: list[str]  # the rows of `weights`
+    weights: np.ndarray  # [M, M] EASE weights B
     weight: float  # γ
     scale: float  # 1 / the spread of B over the lists' (history item, candidate) pairs
     record: dict  # for metrics.json
@@ -79,7 +80,8 @@ def fit_evidence(retrieval, data, data_dir: str, manifest, lists: dict, config) 
         "retrieval_only_log_likelihood": round(log_likelihood(base, labels), 5),
     }
     return FittedEvidence(
-        layer=item_item.ItemItemEvidence(ids, weights, name="item_item"),
+        item_ids=ids,
+        weights=weights,
         weight=gamma,
         scale=1.0 / spread if spread > 0 else 1.0,
         record=record,

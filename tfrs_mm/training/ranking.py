@@ -87,7 +87,12 @@ def train_lists(config: config_lib.Config, data_dir: str, manifest, sampler, sta
 
 
 def build_ranking(model_config, data, retrieval=None, evidence=None):
-    """The ranking model for `model_config`; `evidence` is an `item_item_fit.FittedEvidence` or None."""
+    """The ranking model for `model_config`; `evidence` is an `item_item_fit.FittedEvidence` or None.
+
+    Call it inside the strategy's scope: every ranker weight, the item-to-item matrix included, is
+    created here.
+    """
+    from tfrs_mm.models.item_item import ItemItemEvidence
     from tfrs_mm.models.ranking import build_ranking_model
 
     tower = retrieval.query_tower if retrieval is not None else None
@@ -101,7 +106,9 @@ def build_ranking(model_config, data, retrieval=None, evidence=None):
         retrieval_tower=tower,
         retrieval_prior=prior,
         item_tower=retrieval.item_tower if shared else None,
-        item_item=evidence.layer if evidence is not None else None,
+        item_item=(
+            ItemItemEvidence(evidence.item_ids, evidence.weights, name="item_item") if evidence else None
+        ),
     )
     build_ranker(model.ranker)
     model.ranker.calibrate_similarity(data.table.item_ids)
