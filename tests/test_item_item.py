@@ -153,3 +153,15 @@ def test_an_empty_ridge_grid_is_a_clear_error():
     config = dataclasses.replace(ModelConfig(), ranker_item_item=True, ranker_item_item_l2s=())
     with pytest.raises(ValueError, match="ranker_item_item_l2s"):
         fit_evidence(None, None, "", None, {}, config)
+
+
+def test_a_checkpoint_without_the_rankers_weights_is_refused(tmp_path):
+    from tfrs_mm.training.ranking import FINAL_CHECKPOINT, load_ranker, ranking_workdir, save_ranker
+
+    out = ranking_workdir(str(tmp_path))
+    (tmp_path / "ranking").mkdir()
+    weights = np.zeros([len(ITEMS), len(ITEMS)], np.float32)
+    save_ranker(_ranker(ItemItemEvidence(ITEMS, weights)), out)  # the architecture has evidence
+    tf.train.Checkpoint(ranker=_ranker()).write(f"{out}/{FINAL_CHECKPOINT}")  # the weights do not
+    with pytest.raises(AssertionError):
+        load_ranker(str(tmp_path))

@@ -62,8 +62,8 @@ class CrossAttentionRanker(tf.keras.layers.Layer):
         retrieval_tower: Optional trained retrieval `QueryTower` (with its item tower), frozen.
             When given, the score is the retrieval logit (query · candidate / temperature)
             plus the ranker's learned correction, which starts at zero: an untrained ranker
-            keeps retrieval's order, and training moves away from it only where that lowers
-            the loss on the ranker's lists.
+            keeps retrieval's order (plus the item-to-item evidence, if any), and training
+            moves away from it only where that lowers the loss on the ranker's lists.
         retrieval_temperature: The retrieval model's softmax temperature.
         retrieval_prior: The retrieval model's `PopularityPrior`, if it has one: the retrieval
             logit then includes it, as retrieval's own order does.

@@ -8,10 +8,12 @@ with the ranker's other corrections at zero:
     score(c) = retrieval logit(c) + γ · Σ_h B[h, c].
 
 For a fixed λ the lists' softmax log-likelihood is concave in γ, so γ is found
-by bisection on its derivative (γ ≥ 0: evidence never counts against an
-item); λ is the grid value with the best likelihood. Training then starts from
-that blend and refines γ with everything else, so the ranker's epoch 0 (the
-first candidate of the epoch selection) is retrieval + evidence.
+by bisection on its derivative, over γ ≥ 0 (the evidence is used as fitted,
+never inverted); λ is the grid value with the best likelihood. Training then
+starts from that blend and refines γ (unconstrained) with everything else, so
+the ranker's epoch 0 (the first candidate of the epoch selection) is retrieval
++ evidence. The retrieval logit is the one the ranker computes: the retrieval
+model's temperature, its prior included.
 
 Evidence needs held-out lists: on the train split, B would be scoring the very
 interactions it was fitted on.

@@ -95,6 +95,9 @@ def build_ranking(model_config, data, retrieval=None, evidence=None):
     from tfrs_mm.models.item_item import ItemItemEvidence
     from tfrs_mm.models.ranking import build_ranking_model
 
+    if retrieval is not None:  # the ranker's retrieval logit uses the retrieval run's own temperature
+        model_config = dataclasses.replace(model_config, temperature=retrieval.config.temperature)
+
     tower = retrieval.query_tower if retrieval is not None else None
     prior = retrieval.popularity_prior if retrieval is not None else None
     shared = retrieval is not None and model_config.ranker_tokens == "retrieval"
@@ -303,7 +306,10 @@ def load_ranker(workdir: str):
     ranker = tf.keras.layers.deserialize(spec, custom_objects={"CrossAttentionRanker": CrossAttentionRanker})
     build_ranker(ranker)
     checkpoint = tf.train.Checkpoint(ranker=ranker)
-    checkpoint.read(fileio.join(out, FINAL_CHECKPOINT)).expect_partial()
+    status = checkpoint.read(fileio.join(out, FINAL_CHECKPOINT))
+    # Every ranker weight must come from the checkpoint (one written by another version of the ranker
+    # fails here instead of loading with default weights); the optimizer's slots are not needed.
+    status.assert_existing_objects_matched().expect_partial()
     return ranker
 
 
